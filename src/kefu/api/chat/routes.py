@@ -1,0 +1,103 @@
+"""HTTP routes of the native chat API; they only translate HTTP to turns and back."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from kefu.api.chat.protocol import SESSION_ID_PATTERN, ChatRequest, ChatResponse, MessageOut, SessionMessages
+from kefu.api.dependencies import ServicesDep
+from kefu.api.errors import error_body
+from kefu.api.security import Caller, ChannelCaller, SessionReader, limit_customer
+from kefu.api.streaming import Delta, Finished, Started, stream_turn
+from kefu.api.turns import make_turn
+from kefu.errors import KefuError, NotFoundError, StoreUnavailableError
+from kefu.pipeline import TurnInput
+from kefu.services import Services
+
+router = APIRouter(prefix="/v1", tags=["chat"])
+
+ERROR_RESPONSES: dict[int | str, dict[str, str]] = {
+    400: {"description": "Invalid message (empty or too long)"},
+    401: {"description": "Missing or invalid API key / customer token"},
+    403: {"description": "The API key is for another channel"},
+    429: {"description": "Rate limited; see Retry-After"},
+    404: {"description": "Session not found for this customer"},
+    422: {"description": "Malformed request body"},
+    503: {"description": "Conversation store unavailable; retry"},
+}
+
+
+async def _turn(services: Services, req: ChatRequest, caller: Caller) -> TurnInput:
+    caller.check_channel(req.channel)
+    await limit_customer(services, caller, req.user_id)
+    return make_turn(
+        services.settings,
+        user_id=req.user_id,
+        channel=req.channel,
+        text=req.text,
+        session_id=req.session_id,
+        client_message_id=req.client_message_id,
+        metadata=req.metadata,
+        tenant_id=caller.tenant_id,
+    )
+
+
+@router.post("/chat", response_model=ChatResponse, responses=ERROR_RESPONSES)
+async def chat(req: ChatRequest, services: ServicesDep, caller: ChannelCaller) -> ChatResponse:
+    """Send a customer message and get the whole reply."""
+    result = await services.runner.run(await _turn(services, req, caller))
+    return ChatResponse.from_result(result)
+
+
+@router.post(
+    "/chat/stream",
+    responses={
+        **ERROR_RESPONSES,
+        200: {
+            "description": "Server-Sent Events: `start` {session_id, user_message_id}, `delta` {text} "
+            "repeated, then `done` with the ChatResponse, or `error` {error: {code, message}}.",
+            "content": {"text/event-stream": {}},
+        },
+    },
+)
+async def chat_stream(req: ChatRequest, services: ServicesDep, caller: ChannelCaller) -> EventSourceResponse:
+    """Send a customer message and receive the reply as Server-Sent Events."""
+    turn = await _turn(services, req, caller)
+
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        try:
+            async for event in stream_turn(services.runner, turn):
+                if isinstance(event, Started):
+                    data = {"session_id": event.session_id, "user_message_id": event.user_message_id}
+                    yield ServerSentEvent(event="start", data=json.dumps(data))
+                elif isinstance(event, Delta):
+                    yield ServerSentEvent(event="delta", data=json.dumps({"text": event.text}, ensure_ascii=False))
+                elif isinstance(event, Finished):
+                    body = ChatResponse.from_result(event.result).model_dump_json()
+                    yield ServerSentEvent(event="done", data=body)
+        except StoreUnavailableError as exc:
+            yield ServerSentEvent(event="error", data=json.dumps(error_body(exc.code, "service unavailable; retry")))
+        except KefuError as exc:
+            yield ServerSentEvent(event="error", data=json.dumps(error_body(exc.code, str(exc)), ensure_ascii=False))
+
+    return EventSourceResponse(events(), ping=15)
+
+
+@router.get("/sessions/{session_id}/messages", response_model=SessionMessages, responses=ERROR_RESPONSES)
+async def session_messages(
+    session_id: Annotated[str, Path(pattern=SESSION_ID_PATTERN)],
+    services: ServicesDep,
+    caller: SessionReader,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> SessionMessages:
+    """The session's messages, oldest first (the newest `limit` of them)."""
+    if caller.customer is not None and caller.customer.session_id != session_id:
+        raise NotFoundError(f"session {session_id} not found")  # a customer token opens its own session only
+    session = await services.store.get_session(session_id, tenant_id=caller.tenant_id)
+    records = await services.store.list_messages(session.id, limit=limit, tenant_id=session.tenant_id)
+    return SessionMessages(session_id=session.id, messages=[MessageOut.from_record(r) for r in records])

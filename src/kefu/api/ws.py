@@ -1,0 +1,152 @@
+"""The customer WebSocket: one socket per session; messages in, tokens and status events out."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from kefu.api.chat.protocol import SESSION_ID_PATTERN, ChatResponse
+from kefu.api.dependencies import get_services
+from kefu.api.security import WS_PROTOCOL, access_of, wants_ws_protocol, ws_token
+from kefu.api.streaming import Delta, Finished, stream_turn
+from kefu.api.turns import make_turn
+from kefu.auth.ratelimit import RateLimitedError
+from kefu.errors import KefuError, StoreUnavailableError, UserError
+from kefu.services import Services
+from kefu.store import SessionRecord
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["chat"])
+
+MAX_FRAME_BYTES = 64 * 1024
+CLOSE_POLICY = 1008  # RFC 6455: policy violation (bad parameters)
+CLOSE_TOO_BIG = 1009
+CLOSE_TRY_LATER = 1013  # RFC 6455 registry: try again later (rate limited)
+
+
+class _Incoming(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: str
+    text: str | None = None
+    client_message_id: str | None = Field(default=None, max_length=128)
+
+
+def _error(code: str, message: str) -> dict[str, Any]:
+    return {"type": "error", "error": {"code": code, "message": message}}
+
+
+@router.websocket("/v1/ws")
+async def customer_socket(
+    websocket: WebSocket,
+    user_id: str = "",
+    session_id: str | None = None,
+    channel: str = "web",
+    token: str | None = None,
+) -> None:
+    """Protocol: see docs/api.md. Customer messages are processed one at a time, in order."""
+    services = get_services(websocket)
+    await websocket.accept(subprotocol=WS_PROTOCOL if wants_ws_protocol(websocket) else None)
+    tenant_id = "default"
+    credential = ws_token(websocket, token)
+    if credential is None and services.settings.auth.mode == "required":
+        await websocket.send_json(_error("unauthorized", "connect with a customer token from POST /v1/widget/session"))
+        await websocket.close(CLOSE_POLICY)
+        return
+    if credential is not None:
+        try:
+            claims = access_of(services).tokens.customer(credential)
+        except UserError as exc:
+            await websocket.send_json(_error(exc.code, str(exc)))
+            await websocket.close(CLOSE_POLICY)
+            return
+        if (user_id and user_id != claims.user_id) or (session_id and session_id != claims.session_id):
+            await websocket.send_json(_error("forbidden", "this token is for another customer or session"))
+            await websocket.close(CLOSE_POLICY)
+            return
+        user_id, session_id, tenant_id = claims.user_id, claims.session_id, claims.tenant_id
+    if not (1 <= len(user_id) <= 128) or (session_id is not None and not re.match(SESSION_ID_PATTERN, session_id)):
+        await websocket.send_json(
+            _error("invalid_request", "connect with ?user_id=<1-128 chars>&session_id=<optional id>")
+        )
+        await websocket.close(CLOSE_POLICY)
+        return
+    try:
+        session = await services.store.open_session(
+            session_id=session_id, user_id=user_id, channel=channel, tenant_id=tenant_id
+        )
+    except (UserError, StoreUnavailableError) as exc:
+        await websocket.send_json(_error(exc.code, str(exc)))
+        await websocket.close(CLOSE_POLICY if isinstance(exc, UserError) else 1011)
+        return
+    await websocket.send_json({"type": "session", "session_id": session.id, "owner": session.owner})
+    try:
+        while True:
+            raw = await websocket.receive_text()
+            if len(raw.encode()) > MAX_FRAME_BYTES:
+                await websocket.send_json(_error("payload_too_large", f"frames are limited to {MAX_FRAME_BYTES} bytes"))
+                await websocket.close(CLOSE_TOO_BIG)
+                return
+            try:
+                incoming = _Incoming.model_validate(json.loads(raw))
+            except (ValueError, ValidationError):
+                await websocket.send_json(_error("invalid_request", 'send JSON like {"type":"message","text":"..."}'))
+                continue
+            if incoming.type == "ping":
+                await websocket.send_json({"type": "pong"})
+            elif incoming.type == "message":
+                try:
+                    await access_of(services).limiter.hit("ws", f"{tenant_id}:{user_id}")
+                except RateLimitedError as exc:
+                    await websocket.send_json(
+                        {
+                            **_error(exc.code, str(exc)),
+                            "retry_after": exc.retry_after_s,
+                            "client_message_id": incoming.client_message_id,
+                        }
+                    )
+                    await websocket.close(CLOSE_TRY_LATER)
+                    return
+                await _handle_message(websocket, services, session, channel, incoming)
+            else:
+                await websocket.send_json(_error("invalid_request", f"unknown message type {incoming.type!r}"))
+    except WebSocketDisconnect:
+        return
+
+
+async def _handle_message(
+    websocket: WebSocket, services: Services, session: SessionRecord, channel: str, incoming: _Incoming
+) -> None:
+    cid = incoming.client_message_id
+    try:
+        turn = make_turn(
+            services.settings,
+            user_id=session.user_id,
+            channel=channel,
+            text=incoming.text or "",
+            session_id=session.id,
+            client_message_id=cid,
+            tenant_id=session.tenant_id,
+        )
+    except UserError as exc:
+        await websocket.send_json({**_error(exc.code, str(exc)), "client_message_id": cid})
+        return
+    try:
+        async for event in stream_turn(services.runner, turn, finish_in=services.background_turns):
+            if isinstance(event, Delta):
+                await websocket.send_json({"type": "delta", "client_message_id": cid, "text": event.text})
+            elif isinstance(event, Finished):
+                reply = ChatResponse.from_result(event.result).model_dump(mode="json")
+                await websocket.send_json({"type": "reply", "client_message_id": cid, **reply})
+            else:
+                await websocket.send_json(
+                    {"type": "ack", "client_message_id": cid, "message_id": event.user_message_id}
+                )
+                await websocket.send_json({"type": "typing"})
+    except KefuError as exc:
+        await websocket.send_json({**_error(exc.code, str(exc)), "client_message_id": cid})

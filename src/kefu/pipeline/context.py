@@ -1,0 +1,113 @@
+"""The per-turn context every stage reads and writes, and the sink for streamed output."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from kefu.language import Language
+from kefu.llm.types import Message, Usage
+from kefu.store import MessageRecord, SessionRecord
+
+if TYPE_CHECKING:
+    from kefu.knowledge.types import KnowledgeTurn
+    from kefu.safety.pii import PiiVault
+    from kefu.understanding.types import UnderstandingResult
+
+
+@dataclass(frozen=True, slots=True)
+class TurnInput:
+    """One customer message as a channel delivered it."""
+
+    user_id: str
+    channel: str
+    text: str
+    session_id: str | None = None
+    client_message_id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    tenant_id: str = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class Citation:
+    """A source a reply is grounded in."""
+
+    title: str
+    source: str
+    url: str | None = None
+    snippet: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"title": self.title, "source": self.source, "url": self.url, "snippet": self.snippet}
+
+
+class TurnEvents(Protocol):
+    """Where a turn reports progress while it runs (SSE, WebSocket); the no-op sink serves plain HTTP."""
+
+    @property
+    def streaming(self) -> bool: ...
+
+    async def started(self, ctx: TurnContext) -> None: ...
+
+    async def delta(self, text: str) -> None: ...
+
+
+class SilentEvents:
+    """Discards progress: the caller only wants the finished turn."""
+
+    streaming = False
+
+    async def started(self, ctx: TurnContext) -> None:
+        return None
+
+    async def delta(self, text: str) -> None:
+        return None
+
+
+@dataclass(slots=True)
+class TurnContext:
+    """Everything known about one turn; stages fill it in order and may end the turn early."""
+
+    input: TurnInput
+    events: TurnEvents
+    started_at: float = field(default_factory=time.perf_counter)
+    session: SessionRecord | None = None
+    new_session: bool = False
+    """The session was created by this turn's message, so there is no history to load."""
+    customer_message: MessageRecord | None = None
+    language: Language = "en"
+    history: list[Message] = field(default_factory=list)
+    prompt: list[Message] = field(default_factory=list)
+    reply: str = ""
+    citations: list[Citation] = field(default_factory=list)
+    knowledge: KnowledgeTurn | None = None
+    """Passages retrieved for this turn and the question they answer; the prompt and the grounding check use them."""
+    intent: str | None = None
+    route: str | None = None
+    handoff: bool = False
+    understanding: UnderstandingResult | None = None
+    """Intent, entities, emotion and the routing decision, filled by the understand stage."""
+    model: str | None = None
+    usage: Usage | None = None
+    error_code: str | None = None
+    error: str | None = None
+    stage_ms: dict[str, float] = field(default_factory=dict)
+    trace: dict[str, Any] = field(default_factory=dict)
+    """What stages want on record for operators (e.g. the router's decision and its reasons)."""
+    done: bool = False
+    """Set by a stage that has produced the final reply (cache hit, guard, curated answer, handoff)."""
+    stored_reply: MessageRecord | None = None
+    duplicate: bool = False
+    """The customer message was already processed (a resend); its stored reply is returned as is."""
+    pii: PiiVault | None = None
+    """The session's PII placeholders, loaded by the input guard when the message carried personal data.
+    From the input guard on, `input.text` is the redacted text."""
+
+    def finish(self, reply: str, *, route: str) -> None:
+        self.reply = reply
+        self.route = route
+        self.done = True
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.started_at) * 1000

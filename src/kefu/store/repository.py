@@ -1,0 +1,638 @@
+"""The conversation store: sessions, messages, feedback and audit events behind one async API."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime
+from typing import Any, TypeVar, cast
+
+from sqlalchemy import Connection, Row, Table, delete, func, insert, select, text, update
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+
+from kefu.errors import NotFoundError, StoreUnavailableError
+from kefu.safety.crypto import TextCipher, is_encrypted
+from kefu.store.models import AuditEvent, ChatMessage, ChatSession, Feedback, new_id, utcnow
+from kefu.store.sqlite_thread import SQLiteThread, is_sqlite_file
+
+GENESIS_HASH = "0" * 64
+T = TypeVar("T")
+# The per-turn paths are blocking Core statements in one function per transaction (see `_run`): a turn
+# is the hot path, and the ORM's unit of work and aiosqlite's per-statement thread hops cost more CPU
+# than the SQL itself (measured in bench/overhead.py).
+_SESSIONS = cast(Table, ChatSession.__table__)
+_MESSAGES = cast(Table, ChatMessage.__table__)
+_AUDIT = cast(Table, AuditEvent.__table__)
+_SESSION_COLUMNS = (
+    _SESSIONS.c.id,
+    _SESSIONS.c.tenant_id,
+    _SESSIONS.c.user_id,
+    _SESSIONS.c.channel,
+    _SESSIONS.c.owner,
+    _SESSIONS.c.status,
+    _SESSIONS.c.created_at,
+)
+_MESSAGE_COLUMNS = tuple(c for c in _MESSAGES.c if c.key != "tenant_id")
+_INSERT_SESSION = insert(_SESSIONS)
+_INSERT_MESSAGE = insert(_MESSAGES)
+_MAX_TURN_ATTEMPTS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A conversation as the rest of kefu sees it."""
+
+    id: str
+    tenant_id: str
+    user_id: str
+    channel: str
+    owner: str
+    status: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    """A stored message with its trace."""
+
+    id: str
+    session_id: str
+    role: str
+    text: str
+    created_at: datetime
+    client_message_id: str | None = None
+    reply_to: str | None = None
+    intent: str | None = None
+    route: str | None = None
+    citations: list[dict[str, Any]] = field(default_factory=list)
+    handoff: bool = False
+    model: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_ms: float | None = None
+    stage_latency_ms: dict[str, float] = field(default_factory=dict)
+    error_code: str | None = None
+    error: str | None = None
+    trace: dict[str, Any] = field(default_factory=dict)
+    redacted_text: str | None = None
+    """The text with personal data replaced by placeholders; None when it had none (or is not a customer's)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewReply:
+    """What the pipeline produced for one customer message."""
+
+    session_id: str
+    tenant_id: str
+    reply_to: str
+    text: str
+    role: str = "assistant"
+    intent: str | None = None
+    route: str | None = None
+    citations: Sequence[dict[str, Any]] = ()
+    handoff: bool = False
+    model: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_ms: float | None = None
+    stage_latency_ms: dict[str, float] = field(default_factory=dict)
+    error_code: str | None = None
+    error: str | None = None
+    trace: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One audit event waiting to be appended to the chain."""
+
+    actor: str
+    action: str
+    tenant_id: str = "default"
+    target: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True, slots=True)
+class TurnStart:
+    """A customer message as stored at the start of a turn, and the session it belongs to."""
+
+    session: SessionRecord
+    message: MessageRecord
+    created: bool
+    """False when the message is a resend of a client_message_id already stored (it was not stored again)."""
+    new_session: bool
+    """The session was created by this message, so it has no earlier messages."""
+
+
+_AnyRow = Row[*tuple[Any, ...]]
+
+
+def _session_record(row: ChatSession | _AnyRow) -> SessionRecord:
+    return SessionRecord(row.id, row.tenant_id, row.user_id, row.channel, row.owner, row.status, aware(row.created_at))
+
+
+def _message_record(row: ChatMessage | _AnyRow) -> MessageRecord:
+    return MessageRecord(
+        id=row.id,
+        session_id=row.session_id,
+        role=row.role,
+        text=row.text,
+        created_at=aware(row.created_at),
+        client_message_id=row.client_message_id,
+        reply_to=row.reply_to,
+        intent=row.intent,
+        route=row.route,
+        citations=list(row.citations or []),
+        handoff=row.handoff,
+        model=row.model,
+        prompt_tokens=row.prompt_tokens,
+        completion_tokens=row.completion_tokens,
+        latency_ms=row.latency_ms,
+        stage_latency_ms=dict(row.stage_latency_ms or {}),
+        error_code=row.error_code,
+        error=row.error,
+        trace=dict((row.meta if isinstance(row, ChatMessage) else row._mapping["metadata"]) or {}),
+        redacted_text=row.redacted_text,
+    )
+
+
+def aware(at: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything kefu stores is UTC."""
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+def audit_hash(prev_hash: str, actor: str, action: str, target: str | None, data: dict[str, Any], at: datetime) -> str:
+    stamp = aware(at).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    payload = json.dumps(
+        [prev_hash, actor, action, target, data, stamp], ensure_ascii=False, sort_keys=True, default=str
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class ConversationStore:
+    """Reads and writes conversations; every write commits before it returns."""
+
+    def __init__(self, engine: AsyncEngine, *, cipher: TextCipher | None = None) -> None:
+        self.engine = engine
+        self._cipher = cipher
+        """Decrypts customer originals kept encrypted at rest (privacy.keep_original) when history is read."""
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        # SQLite lets one writer in at a time and makes the others poll with sleeps of 1, 2, 5, 10… ms;
+        # queueing this process's writers here instead keeps latency flat under concurrent turns, and
+        # keeps waiting turns from holding pooled connections.
+        self._write_lock: asyncio.Lock | None = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        self._sqlite = SQLiteThread(engine.url) if is_sqlite_file(engine.url) else None
+
+    async def aclose(self) -> None:
+        """Release what the store holds beside the engine (the SQLite thread); the engine is the caller's."""
+        if self._sqlite is not None:
+            await self._sqlite.aclose()
+
+    def _db(self) -> AsyncSession:
+        return self._sessions()
+
+    @asynccontextmanager
+    async def _writing(self) -> AsyncIterator[None]:
+        """Held around every write transaction (a no-op where the database queues writers itself)."""
+        if self._write_lock is None:
+            yield
+            return
+        async with self._write_lock:
+            yield
+
+    @asynccontextmanager
+    async def _write_transaction(self) -> AsyncIterator[AsyncConnection]:
+        async with self._writing(), self.engine.begin() as conn:
+            yield conn
+
+    async def _run(self, fn: Callable[[Connection], T], *, write: bool) -> T:
+        """Run `fn` (blocking Core statements on one connection) as one transaction.
+
+        On a SQLite file the whole transaction is one round trip to the store's SQLite thread; elsewhere
+        it runs through the async driver (`AsyncConnection.run_sync`). Writers hold the write lock.
+        """
+        if write:
+            async with self._writing():
+                return await self._run_now(fn)
+        return await self._run_now(fn)
+
+    async def _run_now(self, fn: Callable[[Connection], T]) -> T:
+        if self._sqlite is not None:
+            return await self._sqlite.run(fn)
+        async with self.engine.begin() as conn:
+            return await conn.run_sync(fn)
+
+    async def ping(self) -> None:
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except (OSError, SQLAlchemyError) as exc:
+            raise StoreUnavailableError(f"conversation store unreachable: {type(exc).__name__}") from exc
+
+    async def start_turn(
+        self,
+        *,
+        session_id: str | None,
+        user_id: str,
+        channel: str,
+        text_: str,
+        tenant_id: str = "default",
+        client_message_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> TurnStart:
+        """Open (or create) the customer's session and store their message, in one transaction.
+
+        The same as `open_session` then `add_customer_message`, in one round of the database instead of two.
+        """
+
+        def transaction(conn: Connection) -> TurnStart:
+            session, new_session = _open_session(conn, session_id, user_id, channel, tenant_id)
+            if client_message_id is not None and not new_session:
+                existing = _find_by_client_id(conn, session.id, client_message_id)
+                if existing is not None:
+                    return TurnStart(session, existing, created=False, new_session=False)
+            message = _insert_message(conn, session, text_, client_message_id, metadata, touch_session=not new_session)
+            return TurnStart(session, message, created=True, new_session=new_session)
+
+        for attempt in range(1, _MAX_TURN_ATTEMPTS + 1):
+            try:
+                return await self._run(transaction, write=True)
+            except IntegrityError:
+                # Another request created the same new session, or stored the same resend, first; the
+                # next attempt finds its rows.
+                if attempt == _MAX_TURN_ATTEMPTS:
+                    raise
+            except (OperationalError, OSError) as exc:
+                raise StoreUnavailableError(f"conversation store unreachable: {type(exc).__name__}") from exc
+        raise AssertionError("unreachable")
+
+    async def open_session(
+        self, *, session_id: str | None, user_id: str, channel: str, tenant_id: str = "default"
+    ) -> SessionRecord:
+        """Return the customer's session, creating it (with the given id, if any) when it does not exist.
+
+        A session that belongs to another customer is reported as not found, so ids cannot be probed.
+        """
+        try:
+            for attempt in range(1, _MAX_TURN_ATTEMPTS + 1):
+                try:
+                    session, _ = await self._run(
+                        lambda conn: _open_session(conn, session_id, user_id, channel, tenant_id), write=True
+                    )
+                    return session
+                except IntegrityError:
+                    # Two first messages of one new session raced; the other one created it.
+                    if attempt == _MAX_TURN_ATTEMPTS:
+                        raise
+        except (OperationalError, OSError) as exc:
+            raise StoreUnavailableError(f"conversation store unreachable: {type(exc).__name__}") from exc
+        raise AssertionError("unreachable")
+
+    async def latest_session(self, *, user_id: str, channel: str, tenant_id: str = "default") -> SessionRecord | None:
+        query = (
+            select(*_SESSION_COLUMNS)
+            .where(
+                _SESSIONS.c.tenant_id == tenant_id,
+                _SESSIONS.c.user_id == user_id,
+                _SESSIONS.c.channel == channel,
+                _SESSIONS.c.status == "open",
+            )
+            .order_by(_SESSIONS.c.updated_at.desc())
+            .limit(1)
+        )
+        row = await self._run(lambda conn: conn.execute(query).first(), write=False)
+        return _session_record(row) if row is not None else None
+
+    async def get_session(self, session_id: str, *, tenant_id: str = "default") -> SessionRecord:
+        query = select(*_SESSION_COLUMNS).where(_SESSIONS.c.id == session_id)
+        row = await self._run(lambda conn: conn.execute(query).first(), write=False)
+        if row is None or row.tenant_id != tenant_id:
+            raise NotFoundError(f"session {session_id} not found")
+        return _session_record(row)
+
+    async def add_customer_message(
+        self,
+        session: SessionRecord,
+        text_: str,
+        *,
+        client_message_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> tuple[MessageRecord, bool]:
+        """Store a customer message; returns (message, created). A repeated client_message_id is not stored twice."""
+
+        def transaction(conn: Connection) -> tuple[MessageRecord, bool]:
+            if client_message_id is not None:
+                existing = _find_by_client_id(conn, session.id, client_message_id)
+                if existing is not None:
+                    return existing, False
+            return _insert_message(conn, session, text_, client_message_id, metadata, touch_session=True), True
+
+        try:
+            for attempt in range(1, _MAX_TURN_ATTEMPTS + 1):
+                try:
+                    return await self._run(transaction, write=True)
+                except IntegrityError:
+                    # The same resend was stored by a concurrent request; the next attempt finds it.
+                    if client_message_id is None or attempt == _MAX_TURN_ATTEMPTS:
+                        raise
+        except (OperationalError, OSError) as exc:
+            raise StoreUnavailableError(f"conversation store unreachable: {type(exc).__name__}") from exc
+        raise AssertionError("unreachable")
+
+    async def find_by_client_id(self, session_id: str, client_message_id: str) -> MessageRecord | None:
+        return await self._run(lambda conn: _find_by_client_id(conn, session_id, client_message_id), write=False)
+
+    async def reply_to(self, message_id: str) -> MessageRecord | None:
+        """The bot's reply to a customer message, if one was stored."""
+        query = (
+            select(*_MESSAGE_COLUMNS)
+            .where(_MESSAGES.c.reply_to == message_id, _MESSAGES.c.role == "assistant")
+            .order_by(_MESSAGES.c.created_at)
+            .limit(1)
+        )
+        row = await self._run(lambda conn: conn.execute(query).first(), write=False)
+        return _message_record(row) if row is not None else None
+
+    async def get_message(self, message_id: str, *, tenant_id: str = "default") -> MessageRecord:
+        """One message of the tenant by id, with its trace; NotFoundError when there is none."""
+        query = select(*_MESSAGE_COLUMNS).where(_MESSAGES.c.id == message_id, _MESSAGES.c.tenant_id == tenant_id)
+        row = await self._run(lambda conn: conn.execute(query).first(), write=False)
+        if row is None:
+            raise NotFoundError(f"message {message_id} not found")
+        record = _message_record(row)
+        if self._cipher is not None and is_encrypted(record.text):
+            record = replace(record, text=self._cipher.decrypt(record.text))
+        return record
+
+    async def add_reply(self, reply: NewReply) -> MessageRecord:
+        message = MessageRecord(
+            id=new_id(),
+            session_id=reply.session_id,
+            role=reply.role,
+            text=reply.text,
+            created_at=utcnow(),
+            reply_to=reply.reply_to,
+            intent=reply.intent,
+            route=reply.route,
+            citations=list(reply.citations),
+            handoff=reply.handoff,
+            model=reply.model,
+            prompt_tokens=reply.prompt_tokens,
+            completion_tokens=reply.completion_tokens,
+            latency_ms=reply.latency_ms,
+            stage_latency_ms=dict(reply.stage_latency_ms),
+            error_code=reply.error_code,
+            error=reply.error,
+            trace=dict(reply.trace),
+        )
+        row = {f.name: getattr(message, f.name) for f in fields(message) if f.name not in ("trace", "redacted_text")}
+        params = {**row, "tenant_id": reply.tenant_id, "metadata": message.trace}
+        await self._run(lambda conn: conn.execute(_INSERT_MESSAGE, params), write=True)
+        return message
+
+    async def list_messages(
+        self, session_id: str, *, limit: int = 200, tenant_id: str = "default"
+    ) -> list[MessageRecord]:
+        """The newest `limit` messages of a session, oldest first."""
+        query = (
+            select(*_MESSAGE_COLUMNS)
+            .where(_MESSAGES.c.session_id == session_id, _MESSAGES.c.tenant_id == tenant_id)
+            .order_by(_MESSAGES.c.created_at.desc(), _MESSAGES.c.id.desc())
+            .limit(limit)
+        )
+        rows = await self._run(lambda conn: conn.execute(query).all(), write=False)
+        records = [_message_record(r) for r in reversed(rows)]
+        if self._cipher is not None:
+            cipher = self._cipher
+            records = [replace(r, text=cipher.decrypt(r.text)) if is_encrypted(r.text) else r for r in records]
+        return records
+
+    async def add_feedback(
+        self,
+        *,
+        session: SessionRecord,
+        kind: str,
+        rating: int,
+        message_id: str | None = None,
+        comment: str | None = None,
+    ) -> str:
+        async with self._writing(), self._db() as db:
+            if message_id is not None:
+                msg = await db.get(ChatMessage, message_id)
+                if msg is None or msg.session_id != session.id:
+                    raise NotFoundError(f"message {message_id} not found in session {session.id}")
+            row = Feedback(
+                tenant_id=session.tenant_id,
+                session_id=session.id,
+                message_id=message_id,
+                kind=kind,
+                rating=rating,
+                comment=comment,
+            )
+            db.add(row)
+            await db.commit()
+            return row.id
+
+    async def audit(
+        self,
+        *,
+        actor: str,
+        action: str,
+        target: str | None = None,
+        data: dict[str, Any] | None = None,
+        tenant_id: str = "default",
+    ) -> str:
+        """Append an audit event chained to the previous one; returns its hash."""
+        entry = AuditEntry(actor=actor, action=action, tenant_id=tenant_id, target=target, data=data or {})
+        return await self._run(lambda conn: _append_audit(conn, [entry]), write=True)
+
+    async def audit_many(self, events: Sequence[AuditEntry]) -> None:
+        """Append several audit events in one transaction (model I/O is audited in batches, off the turn)."""
+        if not events:
+            return
+        await self._run(lambda conn: _append_audit(conn, events), write=True)
+
+    async def audit_events(self, *, tenant_id: str, limit: int = 100, action: str | None = None) -> list[AuditEvent]:
+        """The tenant's newest audit events, newest first."""
+        query = select(AuditEvent).where(AuditEvent.tenant_id == tenant_id)
+        if action is not None:
+            query = query.where(AuditEvent.action == action)
+        async with self._db() as db:
+            return list((await db.scalars(query.order_by(AuditEvent.id.desc()).limit(limit))).all())
+
+    async def session_meta(self, session_id: str) -> dict[str, Any]:
+        async with self.engine.connect() as conn:
+            value = await conn.scalar(select(_SESSIONS.c.metadata).where(_SESSIONS.c.id == session_id))
+        return dict(value or {})
+
+    async def update_session_meta(self, session_id: str, key: str, value: Any) -> None:
+        """Set one key of a session's metadata (read-modify-write under the store's write lock)."""
+        async with self._write_transaction() as conn:
+            current = await conn.scalar(select(_SESSIONS.c.metadata).where(_SESSIONS.c.id == session_id))
+            meta = {**dict(current or {}), key: value}
+            await conn.execute(update(_SESSIONS).where(_SESSIONS.c.id == session_id).values(metadata=meta))
+
+    async def redact_message(self, message_id: str, *, text_: str, redacted_text: str) -> None:
+        """Replace a stored customer message by its redacted form (and the encrypted original, if kept)."""
+        async with self._write_transaction() as conn:
+            await conn.execute(
+                update(_MESSAGES).where(_MESSAGES.c.id == message_id).values(text=text_, redacted_text=redacted_text)
+            )
+
+    async def erase_user(self, *, user_id: str, tenant_id: str) -> int:
+        """Delete every session (with its messages and feedback) of one customer; returns sessions deleted."""
+        async with self._write_transaction() as conn:
+            ids = (
+                await conn.scalars(
+                    select(_SESSIONS.c.id).where(_SESSIONS.c.user_id == user_id, _SESSIONS.c.tenant_id == tenant_id)
+                )
+            ).all()
+            await self._delete_sessions(conn, list(ids))
+        return len(ids)
+
+    async def purge_before(self, cutoff: datetime, *, tenant_id: str | None = None) -> int:
+        """Delete conversations last active before `cutoff`; returns sessions deleted."""
+        query = select(_SESSIONS.c.id).where(_SESSIONS.c.updated_at < cutoff)
+        if tenant_id is not None:
+            query = query.where(_SESSIONS.c.tenant_id == tenant_id)
+        async with self._write_transaction() as conn:
+            ids = (await conn.scalars(query)).all()
+            await self._delete_sessions(conn, list(ids))
+        return len(ids)
+
+    @staticmethod
+    async def _delete_sessions(conn: AsyncConnection, ids: list[str]) -> None:
+        feedback = cast(Table, Feedback.__table__)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            # Explicit deletes: not every database enforces ON DELETE CASCADE (SQLite needs a pragma).
+            await conn.execute(delete(feedback).where(feedback.c.session_id.in_(chunk)))
+            await conn.execute(delete(_MESSAGES).where(_MESSAGES.c.session_id.in_(chunk)))
+            await conn.execute(delete(_SESSIONS).where(_SESSIONS.c.id.in_(chunk)))
+
+    async def count_sessions(self, *, tenant_id: str) -> int:
+        async with self.engine.connect() as conn:
+            query = select(func.count()).select_from(_SESSIONS).where(_SESSIONS.c.tenant_id == tenant_id)
+            return int(await conn.scalar(query) or 0)
+
+    async def verify_audit_chain(self) -> tuple[bool, int, str]:
+        """Recompute the hash chain; returns (ok, events checked, first problem)."""
+        async with self._db() as db:
+            rows = (await db.scalars(select(AuditEvent).order_by(AuditEvent.id))).all()
+        prev = GENESIS_HASH
+        for row in rows:
+            expected = audit_hash(prev, row.actor, row.action, row.target, row.data, row.created_at)
+            if row.prev_hash != prev or row.hash != expected:
+                return False, len(rows), f"audit event {row.id} does not match the chain"
+            prev = row.hash
+        return True, len(rows), ""
+
+
+def _open_session(
+    conn: Connection, session_id: str | None, user_id: str, channel: str, tenant_id: str
+) -> tuple[SessionRecord, bool]:
+    """(the customer's session, whether it was created now), inside the caller's transaction."""
+    if session_id is not None:
+        found = conn.execute(select(*_SESSION_COLUMNS).where(_SESSIONS.c.id == session_id)).first()
+        if found is not None:
+            if found.user_id != user_id or found.tenant_id != tenant_id:
+                raise NotFoundError(f"session {session_id} not found for this customer")
+            return _session_record(found), False
+    now = utcnow()
+    session = SessionRecord(session_id or new_id(), tenant_id, user_id, channel, "bot", "open", now)
+    conn.execute(
+        _INSERT_SESSION,
+        {
+            "id": session.id,
+            "tenant_id": tenant_id,
+            "user_id": user_id,
+            "channel": channel,
+            "owner": session.owner,
+            "status": session.status,
+            "metadata": {},
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
+    return session, True
+
+
+def _insert_message(
+    conn: Connection,
+    session: SessionRecord,
+    text_: str,
+    client_message_id: str | None,
+    metadata: dict[str, Any] | None,
+    *,
+    touch_session: bool,
+) -> MessageRecord:
+    """Store a customer message inside the caller's transaction; `touch_session` marks the session active."""
+    now = utcnow()
+    message = MessageRecord(
+        id=new_id(),
+        session_id=session.id,
+        role="user",
+        text=text_,
+        created_at=now,
+        client_message_id=client_message_id,
+    )
+    conn.execute(
+        _INSERT_MESSAGE,
+        {
+            "id": message.id,
+            "session_id": session.id,
+            "tenant_id": session.tenant_id,
+            "role": message.role,
+            "text": text_,
+            "client_message_id": client_message_id,
+            "citations": [],
+            "handoff": False,
+            "stage_latency_ms": {},
+            "metadata": metadata or {},
+            "created_at": now,
+        },
+    )
+    if touch_session:
+        conn.execute(update(_SESSIONS).where(_SESSIONS.c.id == session.id).values(updated_at=now))
+    return message
+
+
+def _find_by_client_id(conn: Connection, session_id: str, client_message_id: str) -> MessageRecord | None:
+    row = conn.execute(
+        select(*_MESSAGE_COLUMNS).where(
+            _MESSAGES.c.session_id == session_id, _MESSAGES.c.client_message_id == client_message_id
+        )
+    ).first()
+    return _message_record(row) if row is not None else None
+
+
+def _append_audit(conn: Connection, events: Sequence[AuditEntry]) -> str:
+    """Chain `events` onto the audit log inside the caller's transaction; returns the newest hash."""
+    if conn.dialect.name == "postgresql":
+        # Appenders queue here, so that each one chains onto the hash the previous one wrote.
+        conn.execute(text("LOCK TABLE audit_events IN SHARE ROW EXCLUSIVE MODE"))
+    prev_hash = conn.scalar(select(_AUDIT.c.hash).order_by(_AUDIT.c.id.desc()).limit(1)) or GENESIS_HASH
+    rows = []
+    for event in events:
+        digest = audit_hash(prev_hash, event.actor, event.action, event.target, event.data, event.at)
+        rows.append(
+            {
+                "tenant_id": event.tenant_id,
+                "actor": event.actor,
+                "action": event.action,
+                "target": event.target,
+                "data": event.data,
+                "created_at": event.at,
+                "prev_hash": prev_hash,
+                "hash": digest,
+            }
+        )
+        prev_hash = digest
+    conn.execute(insert(_AUDIT), rows)
+    return prev_hash

@@ -1,0 +1,64 @@
+"""Store behaviour on the default SQLite file: migrations, ordering, audit chain, feedback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from kefu.errors import NotFoundError
+from kefu.store import ConversationStore
+from kefu.store.database import create_engine, migrate, migration_status
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> ConversationStore:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'kefu.db'}")
+    await migrate(engine)
+    yield ConversationStore(engine)  # type: ignore[misc]
+    await engine.dispose()
+
+
+async def test_migrations_reach_head_and_are_idempotent(store: ConversationStore) -> None:
+    await migrate(store.engine)
+    current, head = await migration_status(store.engine)
+    assert current == head == "0003"
+
+
+async def test_messages_come_back_in_order_and_newest_window(store: ConversationStore) -> None:
+    session = await store.open_session(session_id=None, user_id="u", channel="web")
+    for i in range(5):
+        await store.add_customer_message(session, f"m{i}")
+    assert [m.text for m in await store.list_messages(session.id)] == [f"m{i}" for i in range(5)]
+    assert [m.text for m in await store.list_messages(session.id, limit=2)] == ["m3", "m4"]
+    assert (await store.list_messages(session.id))[0].created_at.tzinfo is not None
+
+
+async def test_session_ids_are_scoped_to_their_customer_and_tenant(store: ConversationStore) -> None:
+    session = await store.open_session(session_id="chosen-id-1", user_id="alice", channel="web")
+    assert session.id == "chosen-id-1"
+    assert (await store.open_session(session_id="chosen-id-1", user_id="alice", channel="web")).id == session.id
+    with pytest.raises(NotFoundError):
+        await store.open_session(session_id="chosen-id-1", user_id="bob", channel="web")
+    with pytest.raises(NotFoundError):
+        await store.get_session("chosen-id-1", tenant_id="other-shop")
+
+
+async def test_feedback_must_point_at_a_message_of_the_session(store: ConversationStore) -> None:
+    session = await store.open_session(session_id=None, user_id="u", channel="web")
+    msg, _ = await store.add_customer_message(session, "hi")
+    assert await store.add_feedback(session=session, kind="thumb", rating=1, message_id=msg.id)
+    other = await store.open_session(session_id=None, user_id="v", channel="web")
+    with pytest.raises(NotFoundError):
+        await store.add_feedback(session=other, kind="thumb", rating=-1, message_id=msg.id)
+
+
+async def test_audit_chain_verifies_and_detects_tampering(store: ConversationStore) -> None:
+    for i in range(3):
+        await store.audit(actor="admin", action="config.change", target=f"key{i}", data={"值": i})
+    assert await store.verify_audit_chain() == (True, 3, "")
+    async with store.engine.begin() as conn:
+        await conn.execute(text("UPDATE audit_events SET data = '{}' WHERE id = 2"))
+    ok, _, problem = await store.verify_audit_chain()
+    assert not ok and "audit event 2" in problem
