@@ -1,0 +1,1 @@
+"""The knowledge base: ingestion, hybrid retrieval, curated answers, grounding and live updates."""

