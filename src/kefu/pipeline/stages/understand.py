@@ -1,0 +1,94 @@
+"""Understand the customer's message: intent, entities, emotion, language and where the turn should go.
+
+The decision and its reasons are recorded on the reply (trace "understanding" and "route") whatever
+answers in the end. Handlers that do not exist yet (flows, the tool agent, curated FAQ by intent) fall
+through to the knowledge/LLM answer; a handoff ends the turn here with a fixed reply (the human-agent
+queue itself comes with its own issue).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kefu.llm.types import Message
+from kefu.pipeline.context import TurnContext
+from kefu.pipeline.deps import TurnDeps
+from kefu.store import MessageRecord
+from kefu.understanding.catalogue import Handler
+from kefu.understanding.router import OOS_HANDLER
+from kefu.understanding.types import DialogueState
+
+_HISTORY_WINDOW = 12
+_ANSWERED_HERE = {Handler.HANDOFF.value}
+
+
+def dialogue_state(records: list[MessageRecord], owner: str) -> DialogueState:
+    """What earlier turns say: how many, how unhappy the customer has been lately, failed bot replies."""
+    replies = [r for r in records if r.role == "assistant"]
+    streak = 0
+    for reply in reversed(replies):
+        label = (reply.trace.get("understanding") or {}).get("emotion", {}).get("label")
+        if label not in ("negative", "angry"):
+            break
+        streak += 1
+    last = replies[-1] if replies else None
+    return DialogueState(
+        turns=sum(1 for r in records if r.role == "user"),
+        negative_streak=streak,
+        previous_intent=last.intent if last else None,
+        previous_route=last.route if last else None,
+        failed_replies=sum(1 for r in replies if r.error_code is not None),
+        owner=owner,
+    )
+
+
+class UnderstandTurn:
+    """Fills ctx.intent, ctx.language and ctx.understanding; hands off to a person when the router says so."""
+
+    name = "understand"
+
+    async def __call__(self, ctx: TurnContext, deps: TurnDeps) -> None:
+        understanding = deps.understanding
+        if understanding is None:
+            return
+        assert ctx.session is not None and ctx.customer_message is not None
+        history: list[Message] = []
+        state = DialogueState(owner=ctx.session.owner)
+        if not ctx.new_session:
+            records = await deps.store.list_messages(
+                ctx.session.id, limit=_HISTORY_WINDOW, tenant_id=ctx.session.tenant_id
+            )
+            earlier = [
+                r
+                for r in records
+                if r.id != ctx.customer_message.id and r.created_at <= ctx.customer_message.created_at
+            ]
+            state = dialogue_state(earlier, ctx.session.owner)
+            history = [
+                Message("user" if r.role == "user" else "assistant", r.redacted_text or r.text)
+                for r in earlier
+                if r.role in ("user", "assistant", "agent") and r.error_code is None
+            ]
+        settings = deps.settings.understanding
+        llm = deps.llm("classification") if settings.llm_fallback else None
+        result = await understanding.analyse_async(
+            ctx.input.text, history, state=state, llm=llm, default_language=ctx.language
+        )
+        ctx.understanding = result
+        ctx.language = result.language
+        ctx.intent = result.intent.intent
+        handler = result.route.handler
+        route: dict[str, Any] = result.route.as_dict()
+        ctx.trace["understanding"] = result.as_trace()
+        ctx.trace["route"] = route
+        if handler in _ANSWERED_HERE:
+            key = "handoff_requested" if result.intent.intent == "human_agent" else "handoff_escalated"
+            ctx.handoff = True
+            route["answered_by"] = "handoff"
+            ctx.finish(deps.prompts.reply(key, ctx.language), route="handoff")
+        elif handler == OOS_HANDLER and settings.oos_reply:
+            route["answered_by"] = "oos_decline"
+            ctx.finish(deps.prompts.reply("oos_decline", ctx.language), route="oos")
+        else:
+            # No handler of this kind is installed yet: the knowledge / LLM stages answer.
+            route["answered_by"] = "fallthrough"

@@ -1,0 +1,103 @@
+"""Order, tracking and after-sales numbers in the shop's own formats, phone numbers and e-mail addresses."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import phonenumbers
+
+from kefu.errors import ConfigError
+from kefu.understanding.types import Entity
+
+# ASCII-only boundaries: in Python every CJK character is a \w, and "邮箱abc@x.com" has no space.
+_EMAIL = re.compile(
+    r"(?<![A-Za-z0-9._+-])[A-Za-z0-9][A-Za-z0-9._+-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![A-Za-z0-9-])"
+)
+# A Chinese mobile number may be written with spaces or dashes (138 1234 5678) and a +86 / 0086 prefix;
+# phonenumbers then validates it and formats it as E.164.
+_PHONE_CANDIDATE = re.compile(
+    r"(?<![A-Za-z0-9+])(?:\+?86[\s-]?|0086[\s-]?)?(?:1[3-9]\d(?:[\s-]?\d{4}){2}|0\d{2,3}-?\d{7,8}|400-?\d{3}-?\d{4})(?!\d)"
+)
+
+# The input guard replaces personal data with placeholders such as "[PHONE_1:5678]" before understanding
+# runs; the placeholder stands for the value (the session's PII vault resolves it for backend actions).
+_REDACTED = re.compile(r"\[(PHONE|LANDLINE|EMAIL|ADDRESS)_(\d+)(?::([0-9Xx]{4}))?\]")
+_REDACTED_TYPES = {"PHONE": "phone", "LANDLINE": "phone", "EMAIL": "email", "ADDRESS": "address"}
+
+
+def _searchable(anchored: str) -> re.Pattern[str]:
+    """A `^...$` format pattern turned into one that finds the value inside a sentence."""
+    body = anchored.removeprefix("^").removesuffix("$")
+    try:
+        return re.compile(rf"(?<![A-Za-z0-9])(?:{body})(?![A-Za-z0-9])", re.IGNORECASE)
+    except re.error as exc:
+        raise ConfigError(f"shop.yaml: invalid number pattern {anchored!r}: {exc}") from None
+
+
+class IdentifierExtractor:
+    """Finds the shop's reference numbers (formats from shop.yaml), phones and e-mails."""
+
+    def __init__(
+        self,
+        *,
+        order_number: str | None,
+        tracking_numbers: Mapping[str, str],
+        after_sale_id: str | None = None,
+        phone_region: str = "CN",
+    ) -> None:
+        self._order = _searchable(order_number) if order_number else None
+        self._after_sale = _searchable(after_sale_id) if after_sale_id else None
+        self._tracking = [(carrier, _searchable(p)) for carrier, p in tracking_numbers.items()]
+        self._region = phone_region
+        # phonenumbers loads its metadata on first use (milliseconds); pay that at start-up, not in a turn.
+        self._phone("13800000000")
+
+    def extract(self, text: str) -> list[Entity]:
+        found: list[Entity] = []
+        taken: list[tuple[int, int]] = []
+
+        def free(start: int, end: int) -> bool:
+            return all(end <= s or start >= e for s, e in taken)
+
+        def add(entity: Entity) -> None:
+            found.append(entity)
+            taken.append((entity.start, entity.end))
+
+        if self._order is not None:
+            for m in self._order.finditer(text):
+                if free(m.start(), m.end()):
+                    add(Entity("order_number", m.group(0).upper(), m.group(0), m.start(), m.end()))
+        if self._after_sale is not None:
+            for m in self._after_sale.finditer(text):
+                if free(m.start(), m.end()):
+                    add(Entity("after_sale_id", m.group(0).upper(), m.group(0), m.start(), m.end()))
+        for carrier, pattern in self._tracking:
+            for m in pattern.finditer(text):
+                if free(m.start(), m.end()):
+                    value = m.group(0).upper()
+                    add(Entity("tracking_number", value, m.group(0), m.start(), m.end(), attrs={"carrier": carrier}))
+        for m in _REDACTED.finditer(text):
+            attrs: dict[str, object] = {"redacted": True}
+            if m.group(3):
+                attrs["last4"] = m.group(3)
+            add(Entity(_REDACTED_TYPES[m.group(1)], m.group(0), m.group(0), m.start(), m.end(), attrs=attrs))
+        for m in _EMAIL.finditer(text):
+            if free(m.start(), m.end()):
+                add(Entity("email", m.group(0).lower(), m.group(0), m.start(), m.end()))
+        for m in _PHONE_CANDIDATE.finditer(text):
+            if not free(m.start(), m.end()):
+                continue
+            phone = self._phone(m.group(0))
+            if phone is not None:
+                add(Entity("phone", phone, m.group(0), m.start(), m.end()))
+        return found
+
+    def _phone(self, raw: str) -> str | None:
+        try:
+            number = phonenumbers.parse(raw, self._region)
+        except phonenumbers.NumberParseException:
+            return None
+        if not phonenumbers.is_valid_number(number):
+            return None
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)

@@ -1,0 +1,288 @@
+"""`Understanding`: one object, built once at start-up, that analyses a customer message in milliseconds.
+
+analyse(text, history, now) runs language detection, entities, stage-1 rules, the stage-2 embedding
+classifier (with out-of-scope detection), emotion and the router; `analyse_async` adds the stage-3
+LLM fallback for the turns the classifier is unsure about.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import numpy.typing as npt
+
+from kefu.config import EmbeddingSettings, Settings
+from kefu.embeddings.base import Embedder
+from kefu.embeddings.registry import build_embedder
+from kefu.language import Language, detect_language, language_mix
+from kefu.llm.base import LLMBackend
+from kefu.llm.types import Message
+from kefu.prompts import PromptLibrary
+from kefu.understanding.calibration import Thresholds
+from kefu.understanding.catalogue import IntentCatalogue, load_catalogue
+from kefu.understanding.classifier import (
+    IntentModel,
+    Prediction,
+    TrainingOptions,
+    load_cached_model,
+    model_cache_key,
+    save_model,
+    train_intent_model,
+)
+from kefu.understanding.embedcache import CachedEmbedder
+from kefu.understanding.emotion import DEFAULT_EMOTION_FILE, EmotionDetector
+from kefu.understanding.entities import EntityExtractor, load_shop_formats
+from kefu.understanding.llm_fallback import LLMIntentFallback
+from kefu.understanding.router import Router, RouterWeights
+from kefu.understanding.rules import RuleMatcher
+from kefu.understanding.types import (
+    OOS_LABEL,
+    DialogueState,
+    IntentDecision,
+    IntentScore,
+    UnderstandingResult,
+)
+
+log = logging.getLogger(__name__)
+_PLACEHOLDER = re.compile(r"\[[A-Z][A-Z0-9_]*?_\d+(?::[0-9Xx]{4})?\]")
+
+
+@dataclass(frozen=True, slots=True)
+class UnderstandingConfig:
+    """Where the data lives and how the stages decide; built from `UnderstandingSettings`."""
+
+    shop_dir: Path | None = None
+    intents_file: Path | None = None
+    emotion_file: Path = DEFAULT_EMOTION_FILE
+    cache_dir: Path | None = None
+    training: TrainingOptions = field(default_factory=TrainingOptions)
+    oos_threshold: float | None = None
+    """Overrides the calibrated out-of-scope threshold."""
+    accept_threshold: float | None = None
+    """Overrides the calibrated threshold below which the LLM fallback is asked."""
+    rules_max_chars: int = 60
+    llm_fallback: bool = True
+    llm_timeout_s: float = 8.0
+    router: RouterWeights = field(default_factory=RouterWeights)
+
+
+class Understanding:
+    """Intent, entities, emotion, language and the routing decision for one customer message."""
+
+    def __init__(
+        self,
+        *,
+        embedder: Embedder,
+        entities: EntityExtractor,
+        emotion: EmotionDetector,
+        router: Router,
+        catalogue: IntentCatalogue | None = None,
+        model: IntentModel | None = None,
+        rules: RuleMatcher | None = None,
+        fallback: LLMIntentFallback | None = None,
+        timezone: str = "Asia/Shanghai",
+    ) -> None:
+        self.embedder = embedder
+        self.entities = entities
+        self.emotion = emotion
+        self.router = router
+        self.catalogue = catalogue
+        self.model = model
+        self.rules = rules
+        self.fallback = fallback
+        self.timezone = ZoneInfo(timezone)
+
+    @classmethod
+    def build(cls, config: UnderstandingConfig, embedder: Embedder, prompts: PromptLibrary) -> Understanding:
+        """Load the catalogue, train or load the cached classifier, build the other parts (blocking, seconds)."""
+        started = time.perf_counter()
+        cached = CachedEmbedder(embedder, config.cache_dir)
+        formats = load_shop_formats(config.shop_dir)
+        entities = EntityExtractor.for_shop(config.shop_dir)
+        emotion = EmotionDetector.load(config.emotion_file, cached)
+        intents_file = config.intents_file
+        if intents_file is None and config.shop_dir is not None and (config.shop_dir / "intents.yaml").is_file():
+            intents_file = config.shop_dir / "intents.yaml"
+        catalogue = model = rules = fallback = None
+        if intents_file is not None:
+            catalogue = load_catalogue(intents_file)
+            model = cls._model(catalogue, cached, config)
+            rules = RuleMatcher(catalogue, max_chars=config.rules_max_chars)
+            if config.llm_fallback:
+                fallback = LLMIntentFallback(catalogue, prompts, timeout_s=config.llm_timeout_s)
+        log.info(
+            "understanding ready in %.1fs: %s intents, embedder %s",
+            time.perf_counter() - started,
+            len(catalogue.intents) if catalogue else 0,
+            embedder.name,
+        )
+        return cls(
+            embedder=embedder,
+            entities=entities,
+            emotion=emotion,
+            router=Router(catalogue, config.router),
+            catalogue=catalogue,
+            model=model,
+            rules=rules,
+            fallback=fallback,
+            timezone=formats.locale.timezone,
+        )
+
+    @staticmethod
+    def _model(catalogue: IntentCatalogue, embedder: CachedEmbedder, config: UnderstandingConfig) -> IntentModel:
+        key = model_cache_key(catalogue.fingerprint(), embedder.name, config.training)
+        model = load_cached_model(config.cache_dir, key)
+        if model is None:
+            texts, labels = catalogue.training_rows()
+            model = train_intent_model(texts, labels, embedder, config.training)
+            save_model(config.cache_dir, key, model)
+            log.info("intent classifier trained: %s", model.thresholds.validation)
+        if config.oos_threshold is not None:
+            model.thresholds = replace(model.thresholds, oos=config.oos_threshold)
+        if config.accept_threshold is not None:
+            model.thresholds = replace(model.thresholds, accept=config.accept_threshold)
+        return model
+
+    @property
+    def thresholds(self) -> Thresholds | None:
+        return self.model.thresholds if self.model else None
+
+    def now(self) -> datetime:
+        """The current time in the shop's time zone (relative dates are resolved against it)."""
+        return datetime.now(self.timezone)
+
+    def analyse(
+        self,
+        text: str,
+        history: Sequence[Message] = (),
+        now: datetime | None = None,
+        *,
+        state: DialogueState | None = None,
+        default_language: Language = "en",
+    ) -> UnderstandingResult:
+        """Everything but the LLM fallback; a turn the classifier is unsure about has `intent.needed_llm`."""
+        result, _, _ = self._analyse(text, history, now or self.now(), state or DialogueState(), default_language)
+        return result
+
+    async def analyse_async(
+        self,
+        text: str,
+        history: Sequence[Message] = (),
+        now: datetime | None = None,
+        *,
+        state: DialogueState | None = None,
+        llm: LLMBackend | None = None,
+        default_language: Language = "en",
+    ) -> UnderstandingResult:
+        """`analyse`, then the LLM fallback for a low-confidence turn when a classification LLM is given."""
+        state = state or DialogueState()
+        result, vector, prediction = self._analyse(text, history, now or self.now(), state, default_language)
+        if not result.intent.needed_llm or llm is None or self.fallback is None or self.model is None:
+            return result
+        assert vector is not None and prediction is not None
+        started = time.perf_counter()
+        candidates = [label for label, _ in prediction.ranked if label != OOS_LABEL]
+        examples = self.model.nearest_examples(vector, candidates[:4], per_label=2)
+        verdict = await self.fallback.classify(llm, text, candidates, examples, history, result.language)
+        latency = {**result.latency_ms, "llm": (time.perf_counter() - started) * 1000}
+        if verdict.intent is None:
+            decision = replace(result.intent, reason=f"{result.intent.reason}; LLM fallback failed: {verdict.error}")
+        else:
+            decision = replace(
+                result.intent,
+                intent=verdict.intent,
+                confidence=verdict.confidence,
+                stage="llm",
+                reason=f"classifier unsure (top {prediction.top_probability:.2f}); LLM chose {verdict.intent}",
+            )
+        route = self.router.route(decision, result.entities, result.emotion, state)
+        return replace(result, intent=decision, route=route, latency_ms=latency)
+
+    def _analyse(
+        self, text: str, history: Sequence[Message], now: datetime, state: DialogueState, default_language: Language
+    ) -> tuple[UnderstandingResult, npt.NDArray[np.float32] | None, Prediction | None]:
+        timings: dict[str, float] = {}
+        clock = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal clock
+            now_ = time.perf_counter()
+            timings[name] = (now_ - clock) * 1000
+            clock = now_
+
+        # "[PHONE_1:5678]" (a redacted phone) says nothing about the customer's language.
+        words = _PLACEHOLDER.sub(" ", text)
+        language = detect_language(words, default_language)
+        mix = language_mix(words)
+        entities = self.entities.extract(text, now, history)
+        lap("entities")
+        hit = None
+        if self.rules is not None:
+            hit = RuleMatcher.decide(self.rules.match(text, {e.type for e in entities}))
+        lap("rules")
+        vector = self.embedder.embed_queries([text])[0]
+        lap("embed")
+        prediction = self.model.predict(vector, text) if self.model is not None else None
+        lap("classify")
+        emotion = self.emotion.detect(text, vector)
+        lap("emotion")
+        candidates = tuple(IntentScore(label, p) for label, p in prediction.ranked) if prediction else ()
+        if hit is not None:
+            decision = IntentDecision(
+                hit.intent, 1.0, "rules", candidates, reason=f"{hit.kind} rule matched", rule=hit.matched
+            )
+        elif prediction is not None:
+            reason = "out of scope" if prediction.label == OOS_LABEL else "classifier"
+            decision = IntentDecision(
+                prediction.label,
+                prediction.confidence,
+                "classifier",
+                candidates,
+                reason=f"{reason} (top probability {prediction.top_probability:.2f})",
+                needed_llm=prediction.uncertain,
+            )
+        else:
+            decision = IntentDecision(None, 0.0, "none", reason="no intent catalogue")
+        route = self.router.route(decision, entities, emotion, state)
+        lap("route")
+        result = UnderstandingResult(
+            text=text,
+            language=language,
+            language_mix=mix,
+            intent=decision,
+            entities=tuple(entities),
+            emotion=emotion,
+            route=route,
+            latency_ms=timings,
+        )
+        return result, vector, prediction
+
+
+def build_understanding(settings: Settings, prompts: PromptLibrary) -> Understanding | None:
+    """The configured `Understanding`, or None when it is switched off (blocking: run it off the event loop)."""
+    options = settings.understanding
+    if not options.enabled:
+        return None
+    embedder = build_embedder(EmbeddingSettings(backend=options.embedder))
+    config = UnderstandingConfig(
+        shop_dir=settings.shop.dir,
+        intents_file=options.intents_file,
+        emotion_file=options.emotion_file or DEFAULT_EMOTION_FILE,
+        cache_dir=options.cache_dir or settings.data_dir / "understanding",
+        training=TrainingOptions(c=options.classifier_c, text_features=options.text_features),
+        oos_threshold=options.oos_threshold,
+        accept_threshold=options.accept_threshold,
+        rules_max_chars=options.rules_max_chars,
+        llm_fallback=options.llm_fallback,
+        llm_timeout_s=options.llm_timeout_s,
+        router=RouterWeights(**options.router.model_dump()),
+    )
+    return Understanding.build(config, embedder, prompts)
