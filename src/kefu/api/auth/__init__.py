@@ -1,0 +1,1 @@
+"""Sign-in for operators and session tokens for the web widget."""

@@ -1,0 +1,69 @@
+"""Request budgets per IP, API key, customer and WebSocket: in process, or shared through Redis."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from limits import RateLimitItem, parse
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+
+from kefu.config import RateLimitSettings
+from kefu.errors import ConfigError, UserError
+
+
+class RateLimitedError(UserError):
+    """Too many requests; `retry_after_s` says when the budget has room again."""
+
+    code = "rate_limited"
+    status_code = 429
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class RateLimiter:
+    """Moving-window limits (the `limits` library); one limiter per app, storage chosen by configuration."""
+
+    def __init__(self, settings: RateLimitSettings, redis_url: str | None = None) -> None:
+        self.enabled = settings.enabled
+        storage: Storage
+        if redis_url:
+            uri = redis_url if redis_url.startswith("async+") else f"async+{redis_url}"
+            storage = RedisStorage(uri, implementation="redispy", key_prefix="kefu-limits")
+        else:
+            storage = MemoryStorage()
+        self.storage = storage
+        self._limiter = MovingWindowRateLimiter(storage)
+        try:
+            self.limits: dict[str, RateLimitItem] = {
+                "ip": parse(settings.per_ip),
+                "key": parse(settings.per_api_key),
+                "customer": parse(settings.per_customer),
+                "ws": parse(settings.ws_messages),
+            }
+        except ValueError as exc:
+            raise ConfigError(f"KEFU_RATE_LIMIT__*: {exc} (use the form '30/minute')") from None
+
+    async def hit(self, scope: str, identity: str) -> None:
+        """Count one request against `scope`'s budget for `identity`; raises RateLimitedError when over."""
+        if not self.enabled:
+            return
+        item = self.limits[scope]
+        if await self._limiter.hit(item, scope, identity):
+            return
+        stats = await self._limiter.get_window_stats(item, scope, identity)
+        retry = max(1, math.ceil(stats.reset_time - time.time()))
+        raise RateLimitedError(f"too many requests ({item}); retry in {retry} s", retry)
+
+    async def aclose(self) -> None:
+        """Stop the in-memory expiry task and close Redis connections (neither may outlive the event loop)."""
+        timer = getattr(self.storage, "timer", None)
+        if timer is not None and not timer.done():
+            timer.cancel()
+        # The Redis client's connection pool belongs to this app's event loop: close it with the app.
+        client = getattr(getattr(self.storage, "bridge", None), "storage", None)
+        if client is not None and hasattr(client, "aclose"):
+            await client.aclose()

@@ -1,0 +1,1 @@
+"""Safety and privacy: PII redaction, input and output guards, encryption at rest."""
