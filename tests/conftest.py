@@ -23,6 +23,7 @@ from tests.support.redis import redis_server
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_SHOP = REPO_ROOT / "examples" / "demo_shop"
 UNDERSTANDING_CACHE = Path(tempfile.gettempdir()) / "kefu-test-understanding"
+GUARDS_CACHE = Path(tempfile.gettempdir()) / "kefu-test-guards"
 IN_CI = os.environ.get("CI") == "true"
 
 
@@ -46,6 +47,8 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         # Trained intent models are cached across tests (keyed by catalogue and embedder); the LLM fallback
         # would consume the scripted replies tests queue for the answer, so it is tested on its own.
         "understanding": {"cache_dir": UNDERSTANDING_CACHE, "llm_fallback": False},
+        # The injection classifier's example embeddings are cached across tests the same way.
+        "guards": {"cache_dir": GUARDS_CACHE},
     }
     if DEMO_SHOP.joinpath("shop.yaml").is_file():
         base["shop"] = {"dir": DEMO_SHOP}

@@ -251,6 +251,8 @@ class GuardSettings(_Strict):
     max_message_chars: int = Field(default=2000, ge=1)
     embedding_classifier: bool = True
     """Use the embedding classifier for messages the patterns find suspicious but do not decide."""
+    cache_dir: Path | None = None
+    """Where the classifier's example embeddings are cached; default `<data_dir>/safety`."""
 
 
 class AuthSettings(_Strict):

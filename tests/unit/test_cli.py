@@ -56,3 +56,55 @@ def test_chat_repl_in_process(env: dict[str, str]) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "测试模式" in result.stdout
+
+
+def test_chat_against_a_server_that_requires_an_api_key(env: dict[str, str], tmp_path: Path) -> None:
+    import re
+    import socket
+    import time
+
+    import httpx
+
+    env.update({"KEFU_LLM__BACKEND": "testing", "KEFU_AUTH__MODE": "required", "KEFU_UNDERSTANDING__ENABLED": "false"})
+    created = run_kefu("keys", "create", "--channel", "cli", "--name", "terminal", env=env)
+    assert created.returncode == 0, created.stderr
+    key = re.search(r"kefu_\S+", created.stdout)
+    assert key is not None, created.stdout
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env.update({"KEFU_SERVER__HOST": "127.0.0.1", "KEFU_SERVER__PORT": str(port)})
+    log = tmp_path / "serve.log"
+    with log.open("wb") as sink:
+        server = subprocess.Popen([sys.executable, "-m", "kefu", "serve"], env=env, stdout=sink, stderr=sink)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert server.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "kefu serve did not get ready in 90 s"
+            time.sleep(0.3)
+
+        def chat(*extra: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "kefu", "chat", "--url", url, *extra],
+                input="你好\n",
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=120,
+            )
+
+        refused = chat()
+        assert "server said 401" in refused.stdout and "API key" in refused.stdout
+        answered = chat("--api-key", key.group(0))
+        assert answered.returncode == 0, answered.stderr
+        assert "测试模式" in answered.stdout and "server said" not in answered.stdout
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

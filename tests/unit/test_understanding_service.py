@@ -208,7 +208,7 @@ def test_emotion_lexicon_and_model() -> None:
 
 @pytest.mark.parametrize("embedder_name", ["hashing"])
 def test_emotion_model_trains_from_the_bundled_examples(tmp_path: Path, embedder_name: str) -> None:
-    from kefu.understanding.embedcache import CachedEmbedder
+    from kefu.embeddings.cache import CachedEmbedder
 
     embedder = CachedEmbedder(HashingEmbedder(), tmp_path)
     detector = EmotionDetector.load(DEFAULT_EMOTION_FILE, embedder)

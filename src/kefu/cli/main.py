@@ -122,11 +122,15 @@ def demo(
 def chat(
     url: Annotated[str | None, typer.Option(help="Talk to a running server instead of in-process.")] = None,
     user_id: Annotated[str, typer.Option(help="Customer id to chat as.")] = "cli-user",
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="KEFU_API_KEY", help="Channel API key for a server with auth.mode=required (kefu_…)."),
+    ] = None,
 ) -> None:
     """Chat with kefu in the terminal (Ctrl-D to quit). 终端对话。"""
     try:
         if url:
-            asyncio.run(_chat_remote(url.rstrip("/"), user_id))
+            asyncio.run(_chat_remote(url.rstrip("/"), user_id, api_key))
         else:
             asyncio.run(_chat_local(_settings(), user_id))
     except KeyboardInterrupt:
@@ -175,11 +179,12 @@ async def _chat_local(settings: Settings, user_id: str) -> None:
         await services.aclose()
 
 
-async def _chat_remote(url: str, user_id: str) -> None:
+async def _chat_remote(url: str, user_id: str, api_key: str | None = None) -> None:
     import httpx
 
     session_id: str | None = None
-    async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(10, read=300)) as client:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(10, read=300), headers=headers) as client:
         while (text := await asyncio.to_thread(_prompt)) is not None:
             if not text.strip():
                 continue

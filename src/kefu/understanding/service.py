@@ -7,6 +7,7 @@ LLM fallback for the turns the classifier is unsure about.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -21,6 +22,7 @@ import numpy.typing as npt
 
 from kefu.config import EmbeddingSettings, Settings
 from kefu.embeddings.base import Embedder
+from kefu.embeddings.cache import CachedEmbedder
 from kefu.embeddings.registry import build_embedder
 from kefu.language import Language, detect_language, language_mix
 from kefu.llm.base import LLMBackend
@@ -37,7 +39,6 @@ from kefu.understanding.classifier import (
     save_model,
     train_intent_model,
 )
-from kefu.understanding.embedcache import CachedEmbedder
 from kefu.understanding.emotion import DEFAULT_EMOTION_FILE, EmotionDetector
 from kefu.understanding.entities import EntityExtractor, load_shop_formats
 from kefu.understanding.llm_fallback import LLMIntentFallback
@@ -184,7 +185,10 @@ class Understanding:
     ) -> UnderstandingResult:
         """`analyse`, then the LLM fallback for a low-confidence turn when a classification LLM is given."""
         state = state or DialogueState()
-        result, vector, prediction = self._analyse(text, history, now or self.now(), state, default_language)
+        # Embedding the message is CPU work outside the GIL (milliseconds): keep the event loop serving others.
+        result, vector, prediction = await asyncio.to_thread(
+            self._analyse, text, history, now or self.now(), state, default_language
+        )
         if not result.intent.needed_llm or llm is None or self.fallback is None or self.model is None:
             return result
         assert vector is not None and prediction is not None
@@ -266,12 +270,18 @@ class Understanding:
         return result, vector, prediction
 
 
-def build_understanding(settings: Settings, prompts: PromptLibrary) -> Understanding | None:
-    """The configured `Understanding`, or None when it is switched off (blocking: run it off the event loop)."""
+def build_understanding(
+    settings: Settings, prompts: PromptLibrary, embedder: Embedder | None = None
+) -> Understanding | None:
+    """The configured `Understanding`, or None when it is switched off (blocking: run it off the event loop).
+
+    `embedder`: the process's shared `settings.understanding.embedder` model; default: a new one.
+    """
     options = settings.understanding
     if not options.enabled:
         return None
-    embedder = build_embedder(EmbeddingSettings(backend=options.embedder))
+    if embedder is None:
+        embedder = build_embedder(EmbeddingSettings(backend=options.embedder))
     config = UnderstandingConfig(
         shop_dir=settings.shop.dir,
         intents_file=options.intents_file,

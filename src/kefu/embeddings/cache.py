@@ -1,4 +1,4 @@
-"""An on-disk cache of text embeddings, so a restart or a changed catalogue re-embeds only new texts."""
+"""An on-disk cache of training-example embeddings, so a restart or a changed catalogue re-embeds only new texts."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ def _key(text: str) -> str:
 class CachedEmbedder:
     """Wraps an embedder's `embed_queries` with a cache file per embedder in `directory` (None: memory only).
 
-    Customer messages are never cached on disk: the understanding stage embeds them with the bare embedder.
+    For curated examples (intents, emotions, injection examples). Customer messages are never cached on disk:
+    the stages embed them with the shared embedder (`kefu.embeddings.shared`), which remembers them in memory only.
     """
 
     def __init__(self, embedder: Embedder, directory: Path | None) -> None:

