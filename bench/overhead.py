@@ -87,6 +87,8 @@ class OverheadPlan:
     min_turns_per_s: float = 200.0
     only_variants: tuple[str, ...] | None = None
     """Measure just these kefu variants (keys of `_variants`), when the kefu served has them."""
+    workers: int = 1
+    """kefu worker processes (`KEFU_SERVER__WORKERS`)."""
 
 
 FULL = OverheadPlan()
@@ -106,9 +108,11 @@ class ChatWorkload:
 
     def request(self, index: int) -> tuple[str, bytes]:
         rng = self._rng
-        questions = QUESTIONS_ZH if rng.random() < 0.5 else QUESTIONS_EN
+        zh = rng.random() < 0.5
+        # Every message is different (as customers' are), so no stage can answer it from a cache of recent texts.
+        tail = f"订单号 LM26{index:06d}" if zh else f"(order LM26{index:06d})"
         body: dict[str, Any] = {
-            "text": rng.choice(questions),
+            "text": f"{rng.choice(QUESTIONS_ZH if zh else QUESTIONS_EN)} {tail}",
             "channel": "web",
             "metadata": {"bench_phase": self.phase},
         }
@@ -462,6 +466,7 @@ def run(options: BenchOptions, plan: OverheadPlan | None = None) -> SectionResul
             data_dir, kefu_port = options.work_dir / f"kefu-{variant.key}", free_port()
             env = _kefu_env(data_dir, stub.base_url, kefu_port, shop_dir, options.kefu_src)
             env.update(_load_test_settings(fields))
+            env["KEFU_SERVER__WORKERS"] = str(plan.workers)
             env.update(variant.env)
             with server_process(
                 ["-m", "kefu", "serve"],
@@ -555,7 +560,9 @@ def _report(plan: OverheadPlan, results: list[VariantResult], shop_dir: Path | N
         f"What kefu adds on top of the LLM. The LLM is a stub answering after a fixed {plan.stub_latency_ms:g} ms "
         "(`bench/stub_llm.py`); the same load generator calls it directly (the baseline) and through kefu's "
         "`POST /v1/chat`, alternating between the two, in the same run. Request bodies mix Chinese and English "
-        f"questions; {CONTINUE_SHARE:.0%} of turns continue an earlier session, so its history is loaded.",
+        f"questions, each made unique by an order number, so that every turn runs the embedding model (no "
+        f"cache of recent texts helps); {CONTINUE_SHARE:.0%} of turns continue an earlier session, so its "
+        f"history is loaded. kefu runs {plan.workers} worker process(es) (`KEFU_SERVER__WORKERS`).",
     ]
     if len(results) > 1:
         lines += [
@@ -602,13 +609,12 @@ def _report(plan: OverheadPlan, results: list[VariantResult], shop_dir: Path | N
         ),
         "",
         *(
-            f"- {r.variant.label} used {r.cn.cpu_ms_per_request()['kefu']:.2f} ms of CPU per turn at concurrency "
-            f"{c}: one core to itself would carry about **{_ceiling(r):.0f} turns/s**."
+            f"- {r.variant.label} used {r.cn.cpu_ms_per_request()['kefu']:.2f} ms of CPU per turn (all workers) at "
+            f"concurrency {c}: one core to itself would carry about **{_ceiling(r):.0f} turns/s**."
             for r in results
         ),
         "",
-        "kefu serves on one event loop, so one core is its ceiling; the stub and the load generator need the "
-        "other core.",
+        "Each kefu worker serves on one event loop; the stub and the load generator share the same cores.",
     ]
     for r in results:
         lines += [
@@ -629,7 +635,9 @@ def _report(plan: OverheadPlan, results: list[VariantResult], shop_dir: Path | N
         "- Processes: the stub LLM, kefu and the load generator each run in their own process. kefu is started as "
         "`python -m kefu serve` (uvicorn with uvloop and httptools, SQLite in a fresh temp data dir, log level "
         f"WARNING, shop {'`examples/demo_shop`' if shop_dir else 'defaults (no shop.yaml found)'}, chat endpoints "
-        "open and rate limits far above the load, so that one client address can drive it).",
+        "open and rate limits far above the load, so that one client address can drive it). Its knowledge base "
+        "is empty here, so the knowledge stage only checks the knowledge version; retrieval and curated answers "
+        "are measured in the knowledge section.",
         "- The load generator (`bench/loadgen.py`: raw HTTP/1.1 keep-alive connections on uvloop) shares the "
         "machine's cores with both servers; its CPU cost per request is in the throughput table. On a machine "
         "with few cores, measured throughput is a floor for kefu, not a ceiling.",
