@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -277,6 +278,18 @@ class RateLimitSettings(_Strict):
     """Customer messages per WebSocket connection."""
 
 
+class DialogueSettings(_Strict):
+    """Flows, backend actions and handoff to people (docs/flows.md)."""
+
+    enabled: bool = True
+    flows_dir: Path | None = None
+    """Flow files; default `<shop.dir>/flows`."""
+    actions_file: Path | None = None
+    """Connectors and actions; default `<shop.dir>/actions.yaml`."""
+    now: datetime | None = None
+    """A fixed clock for demos and scenario tests (the demo data is a snapshot); default: the real time."""
+
+
 class Settings(BaseSettings):
     """Everything kefu can be configured with."""
 
@@ -304,6 +317,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     understanding: UnderstandingSettings = Field(default_factory=UnderstandingSettings)
+    dialogue: DialogueSettings = Field(default_factory=DialogueSettings)
     redis_url: str | None = None
     """redis://host:6379/0 — shares rate limits between workers and replicas."""
 

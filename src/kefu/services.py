@@ -6,12 +6,15 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
+import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kefu.auth.service import AccessServices, build_access
 from kefu.config import Settings
+from kefu.dialogue.service import Dialogue, build_dialogue, make_clock
 from kefu.embeddings.base import Embedder
 from kefu.embeddings.shared import SharedEmbedders
+from kefu.handoff import EventHub, HandoffService
 from kefu.knowledge.service import KnowledgeService
 from kefu.llm.base import LLMBackend
 from kefu.llm.registry import ROLES, build_role_backends
@@ -45,6 +48,10 @@ class Services:
     embedders: SharedEmbedders = field(default_factory=SharedEmbedders)
     """Embedding models shared by understanding, knowledge and the injection guard (one run per message)."""
     warm_up: asyncio.Task[None] | None = None
+    dialogue: Dialogue | None = None
+    """Flows, backend actions and dialogue state (None when the shop has no flows)."""
+    handoff: HandoffService | None = None
+    """Tickets, the agent queue and live relay between agents and customers."""
 
     async def aclose(self) -> None:
         if self.background_turns:
@@ -60,6 +67,10 @@ class Services:
             await self.access.aclose()
         if self.knowledge is not None:
             await self.knowledge.aclose()
+        if self.dialogue is not None:
+            await self.dialogue.aclose()
+        if self.handoff is not None:
+            await self.handoff.hub.aclose()
         self.embedders.close()
         await self.store.aclose()
         await self.engine.dispose()
@@ -75,8 +86,14 @@ def _guard_embedder(settings: Settings, embedders: SharedEmbedders) -> Embedder 
         return None
 
 
-async def build_services(settings: Settings, *, llm: LLMBackend | None = None) -> Services:
-    """Build and start everything; `llm` replaces every configured model (tests, benchmarks)."""
+async def build_services(
+    settings: Settings,
+    *,
+    llm: LLMBackend | None = None,
+    action_transports: dict[str, httpx.AsyncBaseTransport] | None = None,
+) -> Services:
+    """Build and start everything; `llm` replaces every configured model (tests, benchmarks), and
+    `action_transports` routes a connector's HTTP in process (tests of flows against the demo backend)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     shop = load_shop(settings.shop.dir)
     prompts = PromptLibrary(settings.chat.prompt_version)
@@ -123,6 +140,16 @@ async def build_services(settings: Settings, *, llm: LLMBackend | None = None) -
     warm_up = asyncio.create_task(asyncio.to_thread(classifier.warm)) if classifier is not None else None
     store = ConversationStore(engine, cipher=access.safety.cipher)
     access.bind_store(store)
+    try:
+        dialogue = build_dialogue(settings, store, transports=action_transports)
+    except BaseException:
+        await knowledge.aclose()
+        await access.aclose()
+        await engine.dispose()
+        raise
+    handoff = HandoffService(
+        store, EventHub(), prompts, shop, clock=dialogue.clock if dialogue is not None else make_clock(settings)
+    )
     deps = TurnDeps(
         settings=settings,
         store=store,
@@ -133,6 +160,8 @@ async def build_services(settings: Settings, *, llm: LLMBackend | None = None) -
         audit_log=access.audit_log,
         knowledge=knowledge,
         understanding=understanding,
+        dialogue=dialogue,
+        handoff=handoff,
     )
     return Services(
         settings=settings,
@@ -144,4 +173,6 @@ async def build_services(settings: Settings, *, llm: LLMBackend | None = None) -
         knowledge=knowledge,
         embedders=embedders,
         warm_up=warm_up,
+        dialogue=dialogue,
+        handoff=handoff,
     )

@@ -32,6 +32,7 @@ class ShopIdentity(_Section):
 
 class SupportInfo(_Section):
     hours: str | None = None
+    """Hours when human agents answer, e.g. "09:00-21:00" (every day), in `timezone`."""
     timezone: str | None = None
 
 

@@ -55,7 +55,8 @@ async def app(tmp_path: Path, llm: ScriptedLLM, knowledge_dir: Path) -> AsyncIte
         "quote_lexical": 0.5,
         "rewrite": "llm",
     }
-    application = create_app(make_settings(tmp_path, knowledge=knowledge), llm=llm)
+    # Knowledge answers only: questions like "退款多久到账" would otherwise start the refund-status flow.
+    application = create_app(make_settings(tmp_path, knowledge=knowledge, dialogue={"enabled": False}), llm=llm)
     async with application.router.lifespan_context(application):
         yield application
 

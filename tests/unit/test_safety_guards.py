@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 from fastapi import FastAPI
 
+from kefu.config import Settings
 from kefu.llm.testing import ScriptedLLM
 from kefu.safety.input_guard import looks_like_gibberish
 from kefu.safety.lexicon import Lexicon
+from tests.conftest import make_settings
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    # These tests follow what reaches the model; flows (which answer "改一下收货电话" themselves) stay out.
+    return make_settings(tmp_path, dialogue={"enabled": False})
+
 
 REFUSAL_EN = "Sorry, I can't help with that request."
 

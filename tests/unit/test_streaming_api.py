@@ -60,12 +60,12 @@ async def test_sse_llm_dying_mid_stream_ends_with_fallback_and_record(
     services: Services = app.state.services
     dying = DiesMidStream()
     services.runner.deps.llms["chat"] = dying
-    resp = await client.post("/v1/chat/stream", json={"user_id": "s2", "text": "发票怎么开？"})
+    resp = await client.post("/v1/chat/stream", json={"user_id": "s2", "text": "会员积分怎么用？"})
     events = parse_sse(resp.text)
     done = json.loads(events[-1][1])
     assert events[-1][0] == "done" and done["error"] == "llm_timeout" and "抱歉" in done["reply"]
     stored = await services.store.list_messages(done["session_id"])
-    assert stored[0].text == "发票怎么开？" and stored[1].error_code == "llm_timeout"
+    assert stored[0].text == "会员积分怎么用？" and stored[1].error_code == "llm_timeout"
 
 
 async def test_customer_leaving_mid_stream_cancels_the_turn_and_keeps_the_record(
@@ -205,7 +205,7 @@ async def test_websocket_drop_mid_reply_still_stores_the_whole_reply(tmp_path: P
         ws_base = base.replace("http://", "ws://")
         async with connect(f"{ws_base}/v1/ws?user_id=drop1") as ws:
             session_id = (await _next_json(ws))["session_id"]
-            await ws.send(json.dumps({"type": "message", "text": "到哪了", "client_message_id": "d1"}))
+            await ws.send(json.dumps({"type": "message", "text": "会员积分怎么用", "client_message_id": "d1"}))
             while (await _next_json(ws))["type"] != "delta":
                 pass
         # The socket is gone mid-reply; the turn finishes anyway and the reconnecting widget finds it.
@@ -216,6 +216,6 @@ async def test_websocket_drop_mid_reply_still_stores_the_whole_reply(tmp_path: P
                     break
                 await asyncio.sleep(0.05)
         assert [(m["role"], m["text"], m["error"]) for m in history] == [
-            ("user", "到哪了", None),
+            ("user", "会员积分怎么用", None),
             ("assistant", reply, None),
         ]

@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
@@ -18,6 +19,7 @@ from kefu.api.admin import knowledge as admin_knowledge
 from kefu.api.admin import turns as admin_turns
 from kefu.api.auth import routes as auth_routes
 from kefu.api.chat import routes as chat_routes
+from kefu.api.console import routes as console_routes
 from kefu.api.errors import error_body, install_error_handlers
 from kefu.api.openai_compat import routes as openai_routes
 from kefu.api.security import RateLimitByIP, SecurityHeaders, page_csp, require_role
@@ -48,12 +50,17 @@ class BodySizeLimit:
         await self.app(scope, receive, send)
 
 
-def create_app(settings: Settings, *, llm: LLMBackend | None = None) -> FastAPI:
+def create_app(
+    settings: Settings,
+    *,
+    llm: LLMBackend | None = None,
+    action_transports: dict[str, httpx.AsyncBaseTransport] | None = None,
+) -> FastAPI:
     """Build the kefu application; `llm` overrides every configured model (tests, benchmarks)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await build_services(settings, llm=llm)
+        services = await build_services(settings, llm=llm, action_transports=action_transports)
         app.state.services = services
         log.info("kefu ready: database %s, chat model %s", services.engine.dialect.name, services.llms["chat"].name)
         try:
@@ -84,6 +91,8 @@ def create_app(settings: Settings, *, llm: LLMBackend | None = None) -> FastAPI:
     app.include_router(admin_access.router, dependencies=[Depends(require_role("viewer"))])
     app.include_router(admin_turns.router, dependencies=[Depends(require_role("viewer"))])
     app.include_router(admin_knowledge.router, dependencies=[Depends(require_role("viewer"))])
+    # The agent console: every route and the socket check the agent role themselves.
+    app.include_router(console_routes.router)
     app.include_router(openai_routes.router)
     app.include_router(ws.router)
     app.include_router(health.router)

@@ -1,10 +1,15 @@
-"""The customer WebSocket: one socket per session; messages in, tokens and status events out."""
+"""The customer WebSocket: one socket per session; messages in, tokens and status events out.
+
+While the socket is open, what a human agent says (and handoff status changes) is pushed to it as it happens.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -17,6 +22,7 @@ from kefu.api.streaming import Delta, Finished, stream_turn
 from kefu.api.turns import make_turn
 from kefu.auth.ratelimit import RateLimitedError
 from kefu.errors import KefuError, StoreUnavailableError, UserError
+from kefu.handoff.hub import session_channel
 from kefu.services import Services
 from kefu.store import SessionRecord
 
@@ -27,6 +33,7 @@ MAX_FRAME_BYTES = 64 * 1024
 CLOSE_POLICY = 1008  # RFC 6455: policy violation (bad parameters)
 CLOSE_TOO_BIG = 1009
 CLOSE_TRY_LATER = 1013  # RFC 6455 registry: try again later (rate limited)
+Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class _Incoming(BaseModel):
@@ -84,26 +91,71 @@ async def customer_socket(
         await websocket.send_json(_error(exc.code, str(exc)))
         await websocket.close(CLOSE_POLICY if isinstance(exc, UserError) else 1011)
         return
-    await websocket.send_json({"type": "session", "session_id": session.id, "owner": session.owner})
+    lock = asyncio.Lock()
+
+    async def send(event: dict[str, Any]) -> None:
+        async with lock:  # turn events and pushed agent events come from two tasks
+            await websocket.send_json(event)
+
+    if services.handoff is None:
+        await send({"type": "session", "session_id": session.id, "owner": session.owner, "handoff": None})
+        await _receive(websocket, services, session, channel, send)
+        return
+    async with services.handoff.hub.subscribe(session_channel(session.id)) as pushed:
+        await send(
+            {
+                "type": "session",
+                "session_id": session.id,
+                "owner": session.owner,
+                "handoff": await _handoff(services, session),
+            }
+        )
+        forwarder = asyncio.create_task(_push(pushed, send))
+        try:
+            await _receive(websocket, services, session, channel, send)
+        finally:
+            forwarder.cancel()
+            await asyncio.gather(forwarder, return_exceptions=True)
+
+
+async def _handoff(services: Services, session: SessionRecord) -> dict[str, Any] | None:
+    """Where the session's handoff stands, for a (re)connecting widget: queued, or which agent has it."""
+    assert services.handoff is not None
+    ticket = await services.handoff.tickets.open_for_session(session.id)
+    return {"status": ticket.status, "agent": ticket.agent_name} if ticket is not None else None
+
+
+async def _push(events: asyncio.Queue[dict[str, Any]], send: Send) -> None:
+    """Forwards the session channel's events (`agent_message`, `status`) to the customer until cancelled."""
+    while True:
+        event = await events.get()
+        try:
+            await send(event)
+        except (WebSocketDisconnect, RuntimeError):
+            return  # the socket closed; the receive loop ends the connection
+
+
+async def _receive(websocket: WebSocket, services: Services, session: SessionRecord, channel: str, send: Send) -> None:
+    user_id, tenant_id = session.user_id, session.tenant_id
     try:
         while True:
             raw = await websocket.receive_text()
             if len(raw.encode()) > MAX_FRAME_BYTES:
-                await websocket.send_json(_error("payload_too_large", f"frames are limited to {MAX_FRAME_BYTES} bytes"))
+                await send(_error("payload_too_large", f"frames are limited to {MAX_FRAME_BYTES} bytes"))
                 await websocket.close(CLOSE_TOO_BIG)
                 return
             try:
                 incoming = _Incoming.model_validate(json.loads(raw))
             except (ValueError, ValidationError):
-                await websocket.send_json(_error("invalid_request", 'send JSON like {"type":"message","text":"..."}'))
+                await send(_error("invalid_request", 'send JSON like {"type":"message","text":"..."}'))
                 continue
             if incoming.type == "ping":
-                await websocket.send_json({"type": "pong"})
+                await send({"type": "pong"})
             elif incoming.type == "message":
                 try:
                     await access_of(services).limiter.hit("ws", f"{tenant_id}:{user_id}")
                 except RateLimitedError as exc:
-                    await websocket.send_json(
+                    await send(
                         {
                             **_error(exc.code, str(exc)),
                             "retry_after": exc.retry_after_s,
@@ -112,15 +164,15 @@ async def customer_socket(
                     )
                     await websocket.close(CLOSE_TRY_LATER)
                     return
-                await _handle_message(websocket, services, session, channel, incoming)
+                await _handle_message(send, services, session, channel, incoming)
             else:
-                await websocket.send_json(_error("invalid_request", f"unknown message type {incoming.type!r}"))
+                await send(_error("invalid_request", f"unknown message type {incoming.type!r}"))
     except WebSocketDisconnect:
         return
 
 
 async def _handle_message(
-    websocket: WebSocket, services: Services, session: SessionRecord, channel: str, incoming: _Incoming
+    send: Send, services: Services, session: SessionRecord, channel: str, incoming: _Incoming
 ) -> None:
     cid = incoming.client_message_id
     try:
@@ -134,19 +186,18 @@ async def _handle_message(
             tenant_id=session.tenant_id,
         )
     except UserError as exc:
-        await websocket.send_json({**_error(exc.code, str(exc)), "client_message_id": cid})
+        await send({**_error(exc.code, str(exc)), "client_message_id": cid})
         return
     try:
         async for event in stream_turn(services.runner, turn, finish_in=services.background_turns):
             if isinstance(event, Delta):
-                await websocket.send_json({"type": "delta", "client_message_id": cid, "text": event.text})
+                await send({"type": "delta", "client_message_id": cid, "text": event.text})
             elif isinstance(event, Finished):
+                # A silent reply (a human agent owns the session) carries "silent": true and an empty text.
                 reply = ChatResponse.from_result(event.result).model_dump(mode="json")
-                await websocket.send_json({"type": "reply", "client_message_id": cid, **reply})
+                await send({"type": "reply", "client_message_id": cid, **reply})
             else:
-                await websocket.send_json(
-                    {"type": "ack", "client_message_id": cid, "message_id": event.user_message_id}
-                )
-                await websocket.send_json({"type": "typing"})
+                await send({"type": "ack", "client_message_id": cid, "message_id": event.user_message_id})
+                await send({"type": "typing"})
     except KefuError as exc:
-        await websocket.send_json({**_error(exc.code, str(exc)), "client_message_id": cid})
+        await send({**_error(exc.code, str(exc)), "client_message_id": cid})

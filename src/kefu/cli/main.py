@@ -6,10 +6,13 @@ import asyncio
 import json
 import logging
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import typer
 import yaml
 
@@ -27,9 +30,11 @@ DEMO_SHOP_CANDIDATES = (Path("examples/demo_shop"), Path(__file__).resolve().par
 TRY_THESE = (
     "退货政策是什么？",
     "满多少包邮？发货到新疆要几天？",
+    "我要退货，订单 LM26110625（下单手机尾号 0827）",
     "How do I get a VAT invoice?",
-    "Can I pay in instalments?",
+    "转人工 — then answer as an agent at /console",
 )
+DEMO_BACKEND_PORT = 8100
 
 
 def _fail(message: str) -> typer.Exit:
@@ -100,6 +105,11 @@ def demo(
     # The demo's chat is public (no API keys); admin endpoints still need an operator once one exists.
     os.environ.setdefault("KEFU_AUTH__MODE", "open")
     os.environ["KEFU_SERVER__PORT"] = str(port)
+    fixtures_file = shop / "fixtures.yaml"
+    fixtures = yaml.safe_load(fixtures_file.read_text(encoding="utf-8")) if fixtures_file.is_file() else None
+    if isinstance(fixtures, dict) and fixtures.get("as_of"):
+        # The demo data is a snapshot: flows judge return windows at the time it was taken, as its backend does.
+        os.environ.setdefault("KEFU_DIALOGUE__NOW", str(fixtures["as_of"]))
     settings = _settings()
     if settings.llm.backend == "embedded" and settings.llm.model_path is None:
         from kefu.llm.model_assets import ensure_bundled_model
@@ -109,13 +119,63 @@ def demo(
             ensure_bundled_model(settings.data_dir / "models")
         except KefuError as exc:
             raise _fail(str(exc)) from None
+    backend = _start_demo_backend(shop, settings.data_dir)
     url = f"http://{settings.server.host}:{settings.server.port}"
     typer.secho(f"\nkefu demo shop: {url}", fg=typer.colors.GREEN, bold=True)
     typer.echo("Try / 试试：")
     for question in TRY_THESE:
         typer.echo(f"  • {question}")
-    typer.echo(f"API docs: {url}/docs   ·   terminal chat: kefu chat --url {url}\n")
-    _serve(settings, 1)
+    typer.echo(f"API docs: {url}/docs   ·   agent console: {url}/console   ·   terminal chat: kefu chat --url {url}")
+    typer.echo(f"Demo shop backend (orders, returns…): http://127.0.0.1:{DEMO_BACKEND_PORT}/docs\n")
+    try:
+        _serve(settings, 1)
+    finally:
+        if backend is not None:
+            backend.terminate()
+            backend.wait(timeout=10)
+
+
+def _start_demo_backend(shop: Path, data_dir: Path) -> subprocess.Popen[bytes] | None:
+    """The demo shop's own backend, a separate process with its own database: kefu reaches it only over HTTP."""
+    if os.environ.get("LUMO_SHOP_URL"):
+        return None  # pointed at a backend that runs elsewhere
+    if not (shop / "actions.yaml").is_file():
+        return None
+    # The demo data is a snapshot: flows judge return windows at the time it was taken, as the backend does.
+    fixtures = (
+        yaml.safe_load((shop / "fixtures.yaml").read_text(encoding="utf-8"))
+        if (shop / "fixtures.yaml").is_file()
+        else {}
+    )
+    if isinstance(fixtures, dict) and fixtures.get("as_of"):
+        os.environ.setdefault("KEFU_DIALOGUE__NOW", str(fixtures["as_of"]))
+    command = [
+        sys.executable,
+        "-m",
+        "lumo_shop.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(DEMO_BACKEND_PORT),
+        "--db",
+        str((data_dir / "lumo_shop.db").resolve()),
+        "--data",
+        str(shop.resolve()),
+    ]
+    data_dir.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen(command)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise _fail(f"the demo shop backend exited with code {process.returncode}; see the output above")
+        try:
+            if httpx.get(f"http://127.0.0.1:{DEMO_BACKEND_PORT}/healthz", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.terminate()
+    raise _fail(f"the demo shop backend did not start on port {DEMO_BACKEND_PORT} within 30 s")
 
 
 @app.command()

@@ -11,6 +11,7 @@ from kefu.llm.types import Message, Usage
 from kefu.store import MessageRecord, SessionRecord
 
 if TYPE_CHECKING:
+    from kefu.dialogue.state import SessionDialogue
     from kefu.knowledge.types import KnowledgeTurn
     from kefu.safety.pii import PiiVault
     from kefu.understanding.types import UnderstandingResult
@@ -100,6 +101,14 @@ class TurnContext:
     stored_reply: MessageRecord | None = None
     duplicate: bool = False
     """The customer message was already processed (a resend); its stored reply is returned as is."""
+    handoff_reason: str | None = None
+    """Set by a stage that decides a person should take over; the handoff stage opens the ticket."""
+    silent: bool = False
+    """A human agent owns the session: the customer's message is stored and relayed, the bot says nothing."""
+    resume_prompt: str | None = None
+    """After answering a digression, the open flow's pending question, added to the end of the reply."""
+    dialogue: SessionDialogue | None = None
+    """The session's flow state, loaded by the flow stage."""
     pii: PiiVault | None = None
     """The session's PII placeholders, loaded by the input guard when the message carried personal data.
     From the input guard on, `input.text` is the redacted text."""

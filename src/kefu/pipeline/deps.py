@@ -13,6 +13,8 @@ from kefu.shop import ShopProfile
 from kefu.store import ConversationStore
 
 if TYPE_CHECKING:
+    from kefu.dialogue.service import Dialogue
+    from kefu.handoff.service import HandoffService
     from kefu.knowledge.service import KnowledgeService
     from kefu.safety.service import Safety
     from kefu.store.audit_log import AuditLog
@@ -36,6 +38,11 @@ class TurnDeps:
     """The knowledge base (retrieval, curated answers, gaps); None runs turns without one."""
     understanding: Understanding | None = None
     """Intent, entities, emotion and routing; None runs turns without understanding."""
+
+    dialogue: Dialogue | None = None
+    """Flows, their state and the backend actions; None runs turns without flows."""
+    handoff: HandoffService | None = None
+    """Tickets and live relay to human agents; None answers handoffs with a fixed reply only."""
 
     def llm(self, role: LLMRole) -> LLMBackend:
         return self.llms[role]

@@ -17,15 +17,20 @@ from kefu.errors import KefuError
 from kefu.pipeline.context import SilentEvents, TurnContext, TurnEvents, TurnInput
 from kefu.pipeline.deps import TurnDeps
 from kefu.pipeline.stages import Stage
+from kefu.pipeline.stages.flow import RunFlow
 from kefu.pipeline.stages.generate import GenerateReply
 from kefu.pipeline.stages.grounding import CheckGrounding
 from kefu.pipeline.stages.guard_input import GuardInput
 from kefu.pipeline.stages.guard_output import GuardOutput
+from kefu.pipeline.stages.handoff import HandOff
+from kefu.pipeline.stages.human import DeferToHuman
 from kefu.pipeline.stages.intake import StoreCustomerMessage
 from kefu.pipeline.stages.knowledge import AnswerFromKnowledge
 from kefu.pipeline.stages.persist import StoreReply
 from kefu.pipeline.stages.prompt import AssemblePrompt
+from kefu.pipeline.stages.resume import ResumeFlow
 from kefu.pipeline.stages.understand import UnderstandTurn
+from kefu.pipeline.stages.unresolved import EscalateUnresolved
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,8 @@ class TurnResult:
     duplicate: bool = False
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    silent: bool = False
+    """A human agent owns the session: nothing was said by the bot (the agent answers over the console)."""
 
 
 def default_stages() -> list[Stage]:
@@ -55,12 +62,17 @@ def default_stages() -> list[Stage]:
     # Understanding reads the guarded (PII-redacted) text, so no personal data reaches its trace.
     return [
         GuardInput(),
+        DeferToHuman(),
         UnderstandTurn(),
+        RunFlow(),
+        HandOff(),
         AnswerFromKnowledge(),
         AssemblePrompt(),
         GenerateReply(),
         CheckGrounding(),
         GuardOutput(),
+        ResumeFlow(),
+        EscalateUnresolved(),
     ]
 
 
@@ -140,6 +152,8 @@ class TurnRunner:
             log.exception("turn failed in an unexpected way (session %s)", ctx.session.id if ctx.session else "?")
             self._record_failure(ctx, "internal_error", f"{type(exc).__name__}: {exc}")
             ctx.reply = self.deps.prompts.reply("fallback_error", ctx.language)
+        if ctx.silent and ctx.error is None:
+            return self._silent_result(ctx)  # a human agent owns the session: the bot says nothing
         if not ctx.reply.strip():
             self._record_failure(ctx, "empty_reply", "the model returned an empty reply")
             ctx.reply = self.deps.prompts.reply("fallback_error", ctx.language)
@@ -159,6 +173,21 @@ class TurnRunner:
         ctx.route = ctx.route or "fallback"
         # The message may echo model or customer text (personal data): it goes to the store, not the log.
         log.warning("turn error %s in session %s", code, ctx.session.id if ctx.session else "?")
+
+    @staticmethod
+    def _silent_result(ctx: TurnContext) -> TurnResult:
+        assert ctx.session is not None and ctx.customer_message is not None
+        return TurnResult(
+            session_id=ctx.session.id,
+            message_id=ctx.customer_message.id,
+            reply_to=ctx.customer_message.id,
+            reply="",
+            route="human",
+            handoff=True,
+            latency_ms=round(ctx.elapsed_ms(), 3),
+            client_message_id=ctx.customer_message.client_message_id,
+            silent=True,
+        )
 
     @staticmethod
     def _result(ctx: TurnContext) -> TurnResult:

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 
 from kefu.errors import NotFoundError, StoreUnavailableError
 from kefu.safety.crypto import TextCipher, is_encrypted
+from kefu.store.dialogue_models import DialogueStateRow, Ticket
 from kefu.store.models import AuditEvent, ChatMessage, ChatSession, Feedback, new_id, utcnow
 from kefu.store.sqlite_thread import SQLiteThread, is_sqlite_file
 
@@ -89,7 +90,7 @@ class NewReply:
 
     session_id: str
     tenant_id: str
-    reply_to: str
+    reply_to: str | None
     text: str
     role: str = "assistant"
     intent: str | None = None
@@ -221,6 +222,15 @@ class ConversationStore:
             async with self._writing():
                 return await self._run_now(fn)
         return await self._run_now(fn)
+
+    async def transaction(self, fn: Callable[[Connection], T], *, write: bool) -> T:
+        """Run blocking Core statements as one transaction of this store (other stores of the same database)."""
+        return await self._run(fn, write=write)
+
+    async def set_owner(self, session_id: str, owner: str) -> None:
+        """Hand a session to a person ('human') or back to the bot ('bot')."""
+        statement = update(_SESSIONS).where(_SESSIONS.c.id == session_id).values(owner=owner, updated_at=utcnow())
+        await self._run(lambda conn: conn.execute(statement), write=True)
 
     async def _run_now(self, fn: Callable[[Connection], T]) -> T:
         if self._sqlite is not None:
@@ -509,10 +519,12 @@ class ConversationStore:
     @staticmethod
     async def _delete_sessions(conn: AsyncConnection, ids: list[str]) -> None:
         feedback = cast(Table, Feedback.__table__)
+        dependents = [cast(Table, DialogueStateRow.__table__), cast(Table, Ticket.__table__), feedback]
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             # Explicit deletes: not every database enforces ON DELETE CASCADE (SQLite needs a pragma).
-            await conn.execute(delete(feedback).where(feedback.c.session_id.in_(chunk)))
+            for table in dependents:
+                await conn.execute(delete(table).where(table.c.session_id.in_(chunk)))
             await conn.execute(delete(_MESSAGES).where(_MESSAGES.c.session_id.in_(chunk)))
             await conn.execute(delete(_SESSIONS).where(_SESSIONS.c.id.in_(chunk)))
 

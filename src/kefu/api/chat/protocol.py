@@ -46,6 +46,9 @@ class ChatResponse(BaseModel):
     handoff: bool = False
     latency_ms: float
     error: str | None = Field(default=None, description="Error code when the reply is a fallback.")
+    silent: bool = Field(
+        default=False, description="A human agent owns the conversation: the bot said nothing (reply is empty)."
+    )
 
     @classmethod
     def from_result(cls, result: TurnResult) -> ChatResponse:
@@ -58,6 +61,7 @@ class ChatResponse(BaseModel):
             handoff=result.handoff,
             latency_ms=result.latency_ms,
             error=result.error,
+            silent=result.silent,
         )
 
 
@@ -72,6 +76,7 @@ class MessageOut(BaseModel):
     error: str | None = None
     client_message_id: str | None = None
     reply_to: str | None = None
+    agent: str | None = Field(default=None, description="The human agent's display name, on role 'agent' messages.")
 
     @classmethod
     def from_record(cls, record: MessageRecord) -> MessageOut:
@@ -86,6 +91,7 @@ class MessageOut(BaseModel):
             error=record.error_code,
             client_message_id=record.client_message_id,
             reply_to=record.reply_to,
+            agent=record.trace.get("agent") if record.role == "agent" else None,
         )
 
 

@@ -1,9 +1,8 @@
 """Understand the customer's message: intent, entities, emotion, language and where the turn should go.
 
 The decision and its reasons are recorded on the reply (trace "understanding" and "route") whatever
-answers in the end. Handlers that do not exist yet (flows, the tool agent, curated FAQ by intent) fall
-through to the knowledge/LLM answer; a handoff ends the turn here with a fixed reply (the human-agent
-queue itself comes with its own issue).
+answers in the end. A handoff decision is passed on (`ctx.handoff_reason`) to the handoff stage; flows,
+curated answers and the knowledge/LLM stages answer the rest.
 """
 
 from __future__ import annotations
@@ -82,13 +81,14 @@ class UnderstandTurn:
         ctx.trace["understanding"] = result.as_trace()
         ctx.trace["route"] = route
         if handler in _ANSWERED_HERE:
-            key = "handoff_requested" if result.intent.intent == "human_agent" else "handoff_escalated"
-            ctx.handoff = True
+            # The handoff stage opens the ticket (after the flow stage has closed any open flow).
+            ctx.handoff_reason = "customer_request" if result.intent.intent == "human_agent" else "escalation"
+            if result.intent.intent == "complaint":
+                ctx.handoff_reason = "complaint"
             route["answered_by"] = "handoff"
-            ctx.finish(deps.prompts.reply(key, ctx.language), route="handoff")
         elif handler == OOS_HANDLER and settings.oos_reply:
             route["answered_by"] = "oos_decline"
             ctx.finish(deps.prompts.reply("oos_decline", ctx.language), route="oos")
         else:
-            # No handler of this kind is installed yet: the knowledge / LLM stages answer.
+            # Flows, knowledge and the LLM stages that follow answer the turn.
             route["answered_by"] = "fallthrough"

@@ -56,6 +56,11 @@
         assigned: "人工客服已接入",
         closed: "人工服务已结束，如有其他问题请继续留言。",
       },
+      mode: {
+        queued: "排队等待人工客服",
+        agent: (name) => (name ? `人工客服 ${name} 为您服务` : "人工客服为您服务"),
+        bot: "智能助手为您服务",
+      },
       error: "抱歉，服务暂时出了点问题，请稍后再试。",
       charsLeft: (n) => `还可输入 ${n} 字`,
       unread: (n) => `${n} 条未读消息`,
@@ -80,6 +85,11 @@
         queued: "Connecting you to a human agent…",
         assigned: "A human agent has joined the chat",
         closed: "The agent has left the chat. Feel free to keep asking.",
+      },
+      mode: {
+        queued: "Waiting for an agent",
+        agent: (name) => (name ? `Chatting with ${name}` : "Chatting with an agent"),
+        bot: "Virtual assistant",
       },
       error: "Sorry, something went wrong on our side. Please try again shortly.",
       charsLeft: (n) => `${n} characters left`,
@@ -338,12 +348,19 @@
         h("span", { class: "kefu-dot" }),
         this.statusText,
       );
+      // Who answers: the assistant, the queue for a person, or a named agent (hidden until a handoff).
+      this.mode = h("p", { class: "kefu-mode", role: "status", hidden: true });
       const title = config.title || t.title;
       const header = h(
         "header",
         { class: "kefu-header" },
         h("span", { class: "kefu-avatar", html: ICONS.headset }),
-        h("div", { class: "kefu-heading" }, h("h2", { class: "kefu-title" }, title), this.status),
+        h(
+          "div",
+          { class: "kefu-heading" },
+          h("h2", { class: "kefu-title" }, title),
+          h("div", { class: "kefu-statusline" }, this.status, this.mode),
+        ),
         h("button", {
           class: "kefu-close",
           type: "button",
@@ -460,6 +477,14 @@
       this.status.dataset.status = status;
       this.statusText.textContent = this.t.status[status] ?? this.t.status.connecting;
       this.banner.hidden = status !== "reconnecting";
+    }
+
+    /** Shows who is answering: "queued", "agent" (with the agent's name, if known) or "bot" after a handoff. */
+    setMode(mode, agentName) {
+      this.mode.hidden = !mode;
+      this.mode.dataset.mode = mode ?? "";
+      const label = this.t.mode[mode];
+      this.mode.textContent = typeof label === "function" ? label(agentName) : (label ?? "");
     }
 
     /** Counts a new reply or agent message the customer has not seen (the panel is closed). */
@@ -611,8 +636,9 @@
       this.appendSettled(el);
     }
 
-    addNotice(text, { error = false } = {}) {
-      this.appendSettled(h("div", { class: error ? "kefu-notice kefu-notice--error" : "kefu-notice" }, text));
+    addNotice(text, { error = false, id } = {}) {
+      const el = h("div", { class: error ? "kefu-notice kefu-notice--error" : "kefu-notice", "data-id": id }, text);
+      this.appendSettled(el);
     }
 
     showTyping(visible) {
@@ -709,6 +735,8 @@
       this.ready = false; // the socket is open, the session is known and history is synced
       this.syncRound = 0;
       this.handoffStatus = null;
+      this.mode = null; // null (never handed off), "queued", "agent" or "bot" (handed back)
+      this.agentName = null;
 
       this.view = new ChatView(config, this.t, {
         onSubmit: (text) => this.send(text),
@@ -794,6 +822,7 @@
     handle(event) {
       switch (event.type) {
         case "session":
+          this.onHandoffState(event.owner, event.handoff);
           this.onSession(event.session_id);
           break;
         case "ack":
@@ -802,7 +831,7 @@
           this.view.markSent(event.client_message_id, event.message_id);
           break;
         case "typing":
-          this.view.showTyping(true);
+          if (this.mode !== "agent") this.view.showTyping(true); // a person answers in their own time
           break;
         case "delta":
           this.view.appendDelta(event.client_message_id, event.text);
@@ -811,10 +840,18 @@
           this.onReply(event);
           break;
         case "agent_message":
-          if (this.showStored({ ...event, id: event.message_id, role: "agent" })) this.view.notifyUnread();
+          this.onAgentMessage(event);
+          break;
+        case "status":
+          this.onStatusEvent(event);
           break;
         case "handoff":
           this.showHandoff(event.status, event.message);
+          if (event.status === "queued" || event.status === "assigned") {
+            this.setMode(event.status === "queued" ? "queued" : "agent");
+          } else if (event.status === "closed") {
+            this.setMode("bot");
+          }
           break;
         case "error":
           this.onError(event.error ?? {}, event.client_message_id);
@@ -822,6 +859,44 @@
         default:
           break; // event types from newer servers are ignored, not fatal
       }
+    }
+
+    /** On (re)connect: where the session's handoff stands (`handoff` is null when no ticket is open). */
+    onHandoffState(owner, handoff) {
+      if (handoff && handoff.status === "assigned") {
+        this.handoffStatus = "assigned";
+        this.setMode("agent", handoff.agent);
+      } else if (handoff || owner === "human") {
+        this.handoffStatus = "queued";
+        this.setMode("queued");
+      } else if (this.mode === "queued" || this.mode === "agent") {
+        this.handoffStatus = "closed";
+        this.setMode("bot"); // handed back while we were away
+      }
+    }
+
+    /** An agent's message, pushed by the server: `{message: {id, text, ...}, agent}`. */
+    onAgentMessage(event) {
+      const pushed = event.message && typeof event.message === "object";
+      const message = pushed
+        ? { ...event.message, role: "agent", agent_name: event.agent }
+        : { ...event, id: event.message_id, role: "agent" }; // the earlier flat shape
+      this.setMode("agent", message.agent_name);
+      if (this.showStored(message)) this.view.notifyUnread();
+    }
+
+    /** A handoff status change with its stored system notice: an agent joined (owner human), or handed back. */
+    onStatusEvent(event) {
+      const human = event.owner === "human";
+      this.handoffStatus = human ? "assigned" : "closed";
+      this.setMode(human ? "agent" : "bot", human ? event.agent : null);
+      if (event.message && this.showStored({ ...event.message, role: "system" })) this.view.notifyUnread();
+    }
+
+    setMode(mode, agentName) {
+      this.mode = mode;
+      this.agentName = mode === "agent" ? agentName || this.agentName : null;
+      this.view.setMode(mode, this.agentName);
     }
 
     async onSession(sessionId) {
@@ -869,13 +944,12 @@
         case "assistant":
           // A reply whose stream was cut short fills that half-streamed bubble instead of adding one.
           this.view.addReply(message, this.clientIds.get(message.reply_to));
-          if (message.handoff) this.showHandoff("queued");
           break;
         case "agent":
           this.view.addAgentMessage(message);
           break;
         case "system":
-          this.view.addNotice(message.text);
+          this.view.addNotice(message.text, { id: message.id });
           break;
         default:
           break;
@@ -888,6 +962,11 @@
       this.forget(clientMessageId);
       this.view.markSent(clientMessageId, null);
       this.view.showTyping(false);
+      if (reply.silent) {
+        // A person owns the conversation: the bot said nothing, the agent answers with agent_message events.
+        this.view.discardLiveReply(clientMessageId);
+        return;
+      }
       if (this.shown.has(reply.message_id)) {
         this.view.discardLiveReply(clientMessageId); // a resend's stored reply, already on screen
         return;
@@ -898,7 +977,8 @@
         { id: reply.message_id, text, citations: reply.citations, error: reply.error },
         clientMessageId,
       );
-      if (reply.handoff) this.showHandoff("queued");
+      // The reply itself says where the customer stands in the queue; the header keeps showing it.
+      if (reply.handoff && this.mode !== "agent") this.setMode("queued");
       this.view.notifyUnread();
     }
 

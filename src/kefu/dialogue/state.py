@@ -1,0 +1,134 @@
+"""A session's dialogue state (active flow, step, slots, attempts, verified customer), persisted per session.
+
+The state is one JSON document per session with a version number: any worker can load it, and a save
+based on a stale read is refused, so two workers cannot silently overwrite each other's progress.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Connection, Table, insert, select, update
+
+from kefu.errors import ConflictError
+from kefu.store import ConversationStore
+from kefu.store.dialogue_models import DialogueStateRow
+from kefu.store.models import utcnow
+
+_STATES = cast(Table, DialogueStateRow.__table__)
+_RECENT_FLOWS = 5
+
+
+@dataclass(slots=True)
+class FlowRun:
+    """One run of a flow: where it is, what it has collected and what it is waiting for."""
+
+    flow: str
+    run_id: str
+    step: str
+    slots: dict[str, Any] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+    """`save_as` name → the action's response, and confirmations given (`confirmed:<step>`)."""
+    attempts: dict[str, int] = field(default_factory=dict)
+    awaiting: str | None = None
+    """`collect:<slot>`, `verify:<slot>` or `confirm:<step>`: what the last bot message asked for."""
+    started_at: str = field(default_factory=lambda: utcnow().isoformat())
+    language: str = "zh"
+    """The language the flow is conducted in; a reply of only numbers or codes keeps it."""
+
+    @property
+    def awaiting_kind(self) -> str | None:
+        return self.awaiting.split(":", 1)[0] if self.awaiting else None
+
+    @property
+    def awaiting_target(self) -> str | None:
+        return self.awaiting.split(":", 1)[1] if self.awaiting else None
+
+
+@dataclass(slots=True)
+class Identity:
+    """The shop customer this session has been shown to be, and the orders verified as theirs."""
+
+    user_id: str
+    orders: list[str] = field(default_factory=list)
+    verified_at: str = field(default_factory=lambda: utcnow().isoformat())
+    method: str = "order_phone"
+
+
+@dataclass(slots=True)
+class SessionDialogue:
+    """Everything dialogue remembers about a session between turns."""
+
+    active: FlowRun | None = None
+    identity: Identity | None = None
+    unresolved_streak: int = 0
+    """Consecutive turns the same need went unmet (slot not recognised, action failed, no answer)."""
+    recent: list[dict[str, Any]] = field(default_factory=list)
+    """The last finished flows: name, run id, outcome."""
+    version: int = 0
+
+    def finish(self, outcome: str) -> None:
+        if self.active is not None:
+            self.recent = [*self.recent, {"flow": self.active.flow, "run_id": self.active.run_id, "outcome": outcome}]
+            self.recent = self.recent[-_RECENT_FLOWS:]
+        self.active = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("version")
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], version: int) -> SessionDialogue:
+        active = data.get("active")
+        identity = data.get("identity")
+        return cls(
+            active=FlowRun(**active) if active else None,
+            identity=Identity(**identity) if identity else None,
+            unresolved_streak=int(data.get("unresolved_streak", 0)),
+            recent=list(data.get("recent", [])),
+            version=version,
+        )
+
+
+class DialogueStates:
+    """Loads and saves `SessionDialogue` through the conversation store's database."""
+
+    def __init__(self, store: ConversationStore) -> None:
+        self.store = store
+
+    async def load(self, session_id: str) -> SessionDialogue:
+        query = select(_STATES.c.data, _STATES.c.version).where(_STATES.c.session_id == session_id)
+        row = await self.store.transaction(lambda conn: conn.execute(query).first(), write=False)
+        if row is None:
+            return SessionDialogue()
+        return SessionDialogue.from_json(dict(row.data or {}), int(row.version))
+
+    async def save(self, session_id: str, tenant_id: str, state: SessionDialogue) -> None:
+        """Write the state; ConflictError when another turn saved this session since it was loaded."""
+        data = state.to_json()
+        expected = state.version
+
+        def transaction(conn: Connection) -> int:
+            now: datetime = utcnow()
+            if expected == 0:
+                exists = conn.execute(select(_STATES.c.version).where(_STATES.c.session_id == session_id)).first()
+                if exists is None:
+                    conn.execute(
+                        insert(_STATES).values(
+                            session_id=session_id, tenant_id=tenant_id, data=data, version=1, updated_at=now
+                        )
+                    )
+                    return 1
+            result = conn.execute(
+                update(_STATES)
+                .where(_STATES.c.session_id == session_id, _STATES.c.version == expected)
+                .values(data=data, version=expected + 1, updated_at=now)
+            )
+            return 1 if result.rowcount == 1 else 0
+
+        if not await self.store.transaction(transaction, write=True):
+            raise ConflictError("this conversation was updated by another message at the same time; please resend")
+        state.version = expected + 1

@@ -1,0 +1,202 @@
+"""Handoff tickets in the relational store: open, queue, claim, close, hand back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Connection, Row, Table, func, insert, select, update
+
+from kefu.errors import ConflictError, NotFoundError
+from kefu.store import ConversationStore
+from kefu.store.dialogue_models import Ticket
+from kefu.store.models import new_id, utcnow
+from kefu.store.repository import aware
+
+_TICKETS = cast(Table, Ticket.__table__)
+OPEN_STATUSES = ("queued", "assigned")
+
+
+@dataclass(frozen=True, slots=True)
+class TicketRecord:
+    """A handoff ticket as agents and the API see it."""
+
+    id: str
+    tenant_id: str
+    session_id: str
+    status: str
+    priority: int
+    reason: str
+    summary: str
+    intent: str | None
+    emotion: str | None
+    context: dict[str, Any]
+    agent_id: str | None
+    agent_name: str | None
+    resolution_code: str | None
+    note: str | None
+    created_at: datetime
+    claimed_at: datetime | None
+    closed_at: datetime | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "session_id": self.session_id,
+            "status": self.status,
+            "priority": self.priority,
+            "reason": self.reason,
+            "summary": self.summary,
+            "intent": self.intent,
+            "emotion": self.emotion,
+            "context": self.context,
+            "agent_id": self.agent_id,
+            "agent_name": self.agent_name,
+            "resolution_code": self.resolution_code,
+            "note": self.note,
+            "created_at": self.created_at.isoformat(),
+            "claimed_at": self.claimed_at.isoformat() if self.claimed_at else None,
+            "closed_at": self.closed_at.isoformat() if self.closed_at else None,
+        }
+
+
+def _record(row: Row[Any]) -> TicketRecord:
+    data = row._mapping
+    return TicketRecord(
+        id=data["id"],
+        tenant_id=data["tenant_id"],
+        session_id=data["session_id"],
+        status=data["status"],
+        priority=data["priority"],
+        reason=data["reason"],
+        summary=data["summary"],
+        intent=data["intent"],
+        emotion=data["emotion"],
+        context=dict(data["context"] or {}),
+        agent_id=data["agent_id"],
+        agent_name=data["agent_name"],
+        resolution_code=data["resolution_code"],
+        note=data["note"],
+        created_at=aware(data["created_at"]),
+        claimed_at=aware(data["claimed_at"]) if data["claimed_at"] else None,
+        closed_at=aware(data["closed_at"]) if data["closed_at"] else None,
+    )
+
+
+class Tickets:
+    """Reads and writes tickets through the conversation store's database."""
+
+    def __init__(self, store: ConversationStore) -> None:
+        self.store = store
+
+    async def open(
+        self,
+        *,
+        session_id: str,
+        tenant_id: str,
+        reason: str,
+        priority: int,
+        summary: str,
+        intent: str | None,
+        emotion: str | None,
+        context: dict[str, Any],
+    ) -> tuple[TicketRecord, bool]:
+        """The session's open ticket, or a new one; the flag says whether it was created now."""
+
+        def transaction(conn: Connection) -> tuple[TicketRecord, bool]:
+            existing = conn.execute(
+                select(_TICKETS).where(_TICKETS.c.session_id == session_id, _TICKETS.c.status.in_(OPEN_STATUSES))
+            ).first()
+            if existing is not None:
+                return _record(existing), False
+            ticket_id = new_id()
+            conn.execute(
+                insert(_TICKETS).values(
+                    id=ticket_id,
+                    tenant_id=tenant_id,
+                    session_id=session_id,
+                    status="queued",
+                    priority=priority,
+                    reason=reason,
+                    summary=summary,
+                    intent=intent,
+                    emotion=emotion,
+                    context=context,
+                    created_at=utcnow(),
+                )
+            )
+            row = conn.execute(select(_TICKETS).where(_TICKETS.c.id == ticket_id)).one()
+            return _record(row), True
+
+        return await self.store.transaction(transaction, write=True)
+
+    async def get(self, ticket_id: str, *, tenant_id: str) -> TicketRecord:
+        query = select(_TICKETS).where(_TICKETS.c.id == ticket_id, _TICKETS.c.tenant_id == tenant_id)
+        row = await self.store.transaction(lambda conn: conn.execute(query).first(), write=False)
+        if row is None:
+            raise NotFoundError(f"ticket {ticket_id} not found")
+        return _record(row)
+
+    async def open_for_session(self, session_id: str) -> TicketRecord | None:
+        query = select(_TICKETS).where(_TICKETS.c.session_id == session_id, _TICKETS.c.status.in_(OPEN_STATUSES))
+        row = await self.store.transaction(lambda conn: conn.execute(query).first(), write=False)
+        return _record(row) if row is not None else None
+
+    async def queue(
+        self, *, tenant_id: str, statuses: tuple[str, ...] = OPEN_STATUSES, limit: int = 200
+    ) -> list[TicketRecord]:
+        """Tickets by priority (highest first), then waiting time (longest first)."""
+        query = (
+            select(_TICKETS)
+            .where(_TICKETS.c.tenant_id == tenant_id, _TICKETS.c.status.in_(statuses))
+            .order_by(_TICKETS.c.priority.desc(), _TICKETS.c.created_at.asc())
+            .limit(limit)
+        )
+        rows = await self.store.transaction(lambda conn: conn.execute(query).all(), write=False)
+        return [_record(r) for r in rows]
+
+    async def position(self, ticket: TicketRecord) -> int:
+        """1-based place in the queue: tickets waiting ahead of this one (higher priority, or same and older)."""
+        ahead = (
+            select(func.count())
+            .select_from(_TICKETS)
+            .where(
+                _TICKETS.c.tenant_id == ticket.tenant_id,
+                _TICKETS.c.status == "queued",
+                (_TICKETS.c.priority > ticket.priority)
+                | ((_TICKETS.c.priority == ticket.priority) & (_TICKETS.c.created_at < ticket.created_at)),
+            )
+        )
+        count = await self.store.transaction(lambda conn: conn.execute(ahead).scalar_one(), write=False)
+        return int(count) + 1
+
+    async def claim(
+        self, ticket_id: str, *, tenant_id: str, agent_id: str, agent_name: str
+    ) -> tuple[TicketRecord, bool]:
+        """Assign a queued ticket to an agent: (ticket, whether this call assigned it; False when the agent already
+        had it). ConflictError when another agent was faster."""
+        statement = (
+            update(_TICKETS)
+            .where(_TICKETS.c.id == ticket_id, _TICKETS.c.tenant_id == tenant_id, _TICKETS.c.status == "queued")
+            .values(status="assigned", agent_id=agent_id, agent_name=agent_name, claimed_at=utcnow())
+        )
+        changed = await self.store.transaction(lambda conn: conn.execute(statement).rowcount, write=True)
+        ticket = await self.get(ticket_id, tenant_id=tenant_id)
+        if not changed and not (ticket.status == "assigned" and ticket.agent_id == agent_id):
+            raise ConflictError(f"ticket {ticket_id} is {ticket.status} (agent {ticket.agent_name or '-'})")
+        return ticket, bool(changed)
+
+    async def close(
+        self, ticket_id: str, *, tenant_id: str, resolution_code: str, note: str | None, status: str = "closed"
+    ) -> TicketRecord:
+        statement = (
+            update(_TICKETS)
+            .where(_TICKETS.c.id == ticket_id, _TICKETS.c.tenant_id == tenant_id, _TICKETS.c.status.in_(OPEN_STATUSES))
+            .values(status=status, resolution_code=resolution_code, note=note, closed_at=utcnow())
+        )
+        changed = await self.store.transaction(lambda conn: conn.execute(statement).rowcount, write=True)
+        ticket = await self.get(ticket_id, tenant_id=tenant_id)
+        if not changed:
+            raise ConflictError(f"ticket {ticket_id} is already {ticket.status}")
+        return ticket

@@ -1,0 +1,115 @@
+"""Flows: a turn that starts or continues a scripted task (return, address change…) is answered by the flow."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from kefu.dialogue.engine import FlowTurn
+from kefu.pipeline.context import TurnContext
+from kefu.pipeline.deps import TurnDeps
+from kefu.understanding.catalogue import Handler
+from kefu.understanding.router import OOS_HANDLER
+from kefu.understanding.types import Entity
+
+_DIGRESSIONS = {Handler.FAQ.value, Handler.KNOWLEDGE.value, Handler.SMALL_TALK.value, Handler.TOOL_AGENT.value}
+
+
+def _language_neutral(text: str, entities: Sequence[Entity]) -> bool:
+    """Only codes, numbers and punctuation ("LM26110625", "0827"): no sign of a language switch."""
+    for entity in entities:
+        if entity.text:
+            text = text.replace(entity.text, " ")
+    text = re.sub(r"\[[A-Z]+_\d+(?::[0-9Xx]{4})?\]", " ", text)
+    return not re.search(r"[A-Za-z]{2,}|[\u4e00-\u9fff]", text)
+
+
+async def _curated(ctx: TurnContext, deps: TurnDeps) -> bool:
+    """Whether the message is, almost word for word, a curated FAQ question (the stricter of the curated levels)."""
+    knowledge = deps.knowledge
+    if knowledge is None or not knowledge.has_documents or ctx.session is None:
+        return False
+    tenant, text = ctx.session.tenant_id, ctx.input.text
+    match = knowledge.exact_curated(text, tenant_id=tenant)
+    if match is None:
+        vector = await knowledge.embed_query(text)  # the turn's vector: understanding embedded it already
+        match = knowledge.best_curated(text, vector, tenant_id=tenant, language=ctx.language)
+    return (
+        match is not None
+        and match.score >= knowledge.settings.curated_threshold
+        and knowledge.curated_answer(text, match)
+    )
+
+
+class RunFlow:
+    """Advances the session's flow (or starts one) and persists the dialogue state."""
+
+    name = "flow"
+
+    async def __call__(self, ctx: TurnContext, deps: TurnDeps) -> None:
+        dialogue = deps.dialogue
+        if dialogue is None:
+            return
+        assert ctx.session is not None
+        state = await dialogue.states.load(ctx.session.id)
+        ctx.dialogue = state
+        understanding = ctx.understanding
+        decision = understanding.intent if understanding else None
+        route = understanding.route if understanding else None
+        unsure = route is not None and route.handler == OOS_HANDLER
+        if ctx.handoff_reason is not None:
+            state.finish("handoff")  # the customer asked for a person mid-flow: the ticket carries the slots
+        elif not ctx.done:
+            entities = understanding.entities if understanding else ()
+            start = None
+            if route is not None and route.handler == Handler.FLOW.value and not unsure:
+                start = dialogue.library.for_intent(
+                    decision.intent if decision else None, {e.type for e in entities}, ctx.input.text
+                )
+                if start is not None and state.active is None and not entities:
+                    # "How long does a refund take?" or "你们支持以旧换新吗" ask about the shop's rules, not
+                    # the customer's own order: knowledge answers them instead of a task asking for an order.
+                    reason = None
+                    if dialogue.library.commands.asks_about_policy(ctx.input.text):
+                        reason = "policy question"
+                    elif await _curated(ctx, deps):
+                        reason = "curated answer"
+                    if reason is not None:
+                        ctx.trace["flow"] = {"skipped": start.name, "reason": reason}
+                        start = None
+            digression = route is not None and route.handler in _DIGRESSIONS and not unsure
+            if state.active is not None and _language_neutral(ctx.input.text, entities):
+                ctx.language = "en" if state.active.language == "en" else "zh"
+            vault, cipher = ctx.pii, deps.safety.cipher if deps.safety else None
+            turn = FlowTurn(
+                session_id=ctx.session.id,
+                text=ctx.input.text,
+                language=ctx.language,
+                entities=entities,
+                start=start,
+                digression=digression,
+                resolve_pii=(lambda token: vault.original(token, cipher)) if vault is not None else lambda token: None,
+            )
+            outcome = await dialogue.engine.handle(state, turn)
+            trace: dict[str, Any] = {
+                "flow": outcome.flow,
+                "step": outcome.step,
+                "events": outcome.events,
+                "actions": [a.as_trace() for a in outcome.actions],
+                "slots": outcome.slots,
+            }
+            if outcome.error:
+                trace["error"] = outcome.error
+            if outcome.flow is not None:
+                ctx.trace["flow"] = trace
+            if outcome.handled:
+                ctx.intent = ctx.intent or outcome.flow
+                ctx.reply = outcome.reply
+                ctx.route = "flow"
+                if outcome.handoff is not None:
+                    ctx.handoff_reason = outcome.handoff
+                else:
+                    ctx.finish(outcome.reply, route="flow")
+            ctx.resume_prompt = outcome.resume_prompt
+        await dialogue.states.save(ctx.session.id, ctx.session.tenant_id, state)

@@ -1,0 +1,23 @@
+"""After answering a question asked in the middle of a flow, remind the customer where the flow stands."""
+
+from __future__ import annotations
+
+from kefu.pipeline.context import TurnContext
+from kefu.pipeline.deps import TurnDeps
+
+_KEEP_AS_IS = {"guard", "handoff", "human", "handoff_waiting", "flow"}
+
+
+class ResumeFlow:
+    """Appends the open flow's pending question to the reply (and to the stream)."""
+
+    name = "resume"
+    runs_after_finish = True
+
+    async def __call__(self, ctx: TurnContext, deps: TurnDeps) -> None:
+        if not ctx.resume_prompt or ctx.route in _KEEP_AS_IS or not ctx.reply.strip():
+            return
+        addition = "\n\n" + ctx.resume_prompt
+        ctx.reply = ctx.reply.rstrip() + addition
+        if ctx.events.streaming:
+            await ctx.events.delta(addition)
