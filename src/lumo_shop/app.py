@@ -34,7 +34,9 @@ from lumo_shop.schemas import (
     OrderList,
     OrderOut,
     ProductOut,
+    ProductSearch,
     RefundStatus,
+    ResetResult,
     ReturnRequest,
     ShipmentList,
     ShipmentOut,
@@ -43,7 +45,7 @@ from lumo_shop.schemas import (
     VerifyResult,
     WriteList,
 )
-from lumo_shop.seed import seed_engine
+from lumo_shop.seed import reseed_engine, seed_engine
 from lumo_shop.views import ShopContext
 from lumo_shop.writes import ShopWrites
 
@@ -79,6 +81,7 @@ def create_app(db_path: Path, data_dir: Path, now: str = "as_of", token: str | N
     app.state.reads = ShopReads(ctx)
     app.state.writes = ShopWrites(ctx, WriteLog(sessions, clock))
     app.state.engine = engine
+    app.state.dataset = dataset
     app.include_router(public)
     app.include_router(protected)
     _install_error_handlers(app)
@@ -204,6 +207,18 @@ def get_tracking(tracking_number: str, reads: Reads) -> ShipmentOut:
 
 
 @protected.get(
+    "/products", operation_id="searchProducts", response_model=ProductSearch, responses=_errors(), tags=["products"]
+)
+def search_products(
+    reads: Reads,
+    q: Annotated[str, Query(min_length=1, max_length=100, description="Words of a product name, brand or category")],
+    limit: Annotated[int, Query(ge=1, le=20)] = 5,
+) -> ProductSearch:
+    """Find products by name ("降噪耳机", "Vela X7", "air fryer"), with their total stock."""
+    return reads.search_products(q, limit)
+
+
+@protected.get(
     "/products/{sku}", operation_id="getProduct", response_model=ProductOut, responses=_errors(404), tags=["products"]
 )
 def get_product(sku: str, reads: Reads) -> ProductOut:
@@ -284,6 +299,17 @@ def request_invoice(order_id: str, body: InvoiceRequest, writes: Writes, key: Id
 )
 def list_writes(reads: Reads, order_id: str | None = None) -> WriteList:
     return reads.list_writes(order_id)
+
+
+@protected.post(
+    "/admin/reset", operation_id="resetData", response_model=ResetResult, responses=_errors(), tags=["admin"]
+)
+def reset_data(request: Request, writes: Writes) -> ResetResult:
+    """Start over: every table, the write log included, reloaded from the dataset (scenario tests call it)."""
+    with writes.log.lock:
+        orders = reseed_engine(request.app.state.engine, request.app.state.dataset)
+    log.info("database reset: %d orders loaded from the dataset", orders)
+    return ResetResult(orders=orders)
 
 
 def _written(outcome: WriteOutcome) -> JSONResponse:

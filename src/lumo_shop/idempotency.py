@@ -35,6 +35,11 @@ class WriteLog:
         self._clock = clock
         self._lock = threading.Lock()  # one writer at a time, so a key can never run twice concurrently
 
+    @property
+    def lock(self) -> threading.Lock:
+        """Held by every write; holding it keeps writes out (the database reset takes it)."""
+        return self._lock
+
     def run(
         self, operation: str, order_id: str, key: str | None, request: dict[str, Any], action: Action
     ) -> WriteOutcome:

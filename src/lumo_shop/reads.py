@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -14,7 +16,9 @@ from lumo_shop.schemas import (
     OrderList,
     OrderOut,
     OrderSummary,
+    ProductMatch,
     ProductOut,
+    ProductSearch,
     RefundStatus,
     ShipmentList,
     ShipmentOut,
@@ -134,6 +138,30 @@ class ShopReads:
                 }
             )
 
+    def search_products(self, query: str, limit: int) -> ProductSearch:
+        """Products whose names, brand or category contain most of the query's words (Chinese: its character pairs)."""
+        wanted = _search_units(query)
+        if not wanted:
+            raise Invalid("invalid_request", "Give a product name, brand or category to search for.")
+        scored: list[tuple[float, str, ProductMatch]] = []
+        with self.ctx.sessions() as session:
+            stock: dict[str, int] = {}
+            for variant in session.scalars(select(Variant)).all():
+                stock[variant.sku] = stock.get(variant.sku, 0) + variant.stock
+            for product in session.scalars(select(Product)).all():
+                doc = product.doc
+                category = self.ctx.shop.categories.get(product.category)
+                words = [doc["name_zh"], doc["name_en"], doc["brand"], product.sku, product.category]
+                if category is not None:
+                    words += [category.zh, category.en]
+                haystack = _fold(" ".join(words))
+                score = sum(1 for unit in wanted if unit in haystack) / len(wanted)
+                if score >= _SEARCH_MIN_SCORE:
+                    match = ProductMatch.model_validate({**doc, "sku": product.sku, "stock": stock.get(product.sku, 0)})
+                    scored.append((score, product.sku, match))
+        scored.sort(key=lambda item: (-item[0], item[1]))
+        return ProductSearch(query=query, products=[match for _, _, match in scored[:limit]])
+
     def get_refund(self, order_id: str) -> RefundStatus:
         with self.ctx.sessions() as session:
             doc = load_order(session, order_id).doc
@@ -162,6 +190,24 @@ class ShopReads:
                 query = query.where(Write.order_id == order_key(order_id))
             rows = session.scalars(query).all()
             return WriteList(writes=[WriteRecord.model_validate(row, from_attributes=True) for row in rows])
+
+
+_SEARCH_MIN_SCORE = 0.6
+_CJK_RUN = re.compile(r"[\u4e00-\u9fff]+")
+_WORD = re.compile(r"[a-z0-9][a-z0-9+.\-]*")
+
+
+def _fold(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
+def _search_units(query: str) -> list[str]:
+    """What a product must contain to match: English words and numbers, and pairs of Chinese characters."""
+    text = _fold(query)
+    units = _WORD.findall(text)
+    for run in _CJK_RUN.findall(text):
+        units += [run] if len(run) < 3 else [run[i : i + 2] for i in range(len(run) - 1)]
+    return list(dict.fromkeys(units))
 
 
 def _load_user(session: Session, user_id: str) -> User:

@@ -288,6 +288,22 @@ class ProductOut(Response):
     variants: list[VariantOut]
 
 
+class ProductMatch(Response):
+    sku: str
+    name_zh: str
+    name_en: str
+    brand: str
+    price: float
+    colors: list[str]
+    sizes: list[str]
+    stock: int = Field(description="Sum of the variants' stock; GET /products/{sku} has each variant's")
+
+
+class ProductSearch(Response):
+    query: str
+    products: list[ProductMatch] = Field(description="Best matches first; empty when nothing matches")
+
+
 # ---------------------------------------------------------------- writes
 
 
@@ -368,3 +384,11 @@ class WriteRecord(Response):
 
 class WriteList(Response):
     writes: list[WriteRecord]
+
+
+class ResetResult(Response):
+    """The database was emptied and loaded from the dataset again."""
+
+    status: Literal["reset"] = "reset"
+    orders: int
+    """Orders loaded."""

@@ -33,19 +33,33 @@ def seed_engine(engine: Engine, dataset: Dataset, *, reset: bool = False) -> boo
     with Session(engine) as session, session.begin():
         if session.scalar(select(Meta).where(Meta.key == SEEDED_KEY)) is not None:
             return False
-        session.add_all(_users(dataset))
-        for product, variants in _products(dataset):
-            session.add(product)
-            session.add_all(variants)
-        orders = dataset.orders()
-        session.add_all(_order_row(o) for o in orders)
-        session.add_all(
-            Shipment(tracking_number=s["tracking_number"], order_id=s["order_id"], doc=s) for s in dataset.shipments()
-        )
-        session.add_all(_reason_labels(orders))
-        stamp = f"{dataset.root.resolve()} at {datetime.now(UTC).isoformat(timespec='seconds')}"
-        session.add(Meta(key=SEEDED_KEY, value=stamp))
+        _load(session, dataset)
     return True
+
+
+def reseed_engine(engine: Engine, dataset: Dataset) -> int:
+    """Empty every table, write log included, and load the dataset again, in one transaction: readers see the
+    old data or the new, never an empty shop. Returns the number of orders loaded."""
+    with Session(engine) as session, session.begin():
+        for table in reversed(Base.metadata.sorted_tables):
+            session.execute(table.delete())
+        return _load(session, dataset)
+
+
+def _load(session: Session, dataset: Dataset) -> int:
+    session.add_all(_users(dataset))
+    for product, variants in _products(dataset):
+        session.add(product)
+        session.add_all(variants)
+    orders = dataset.orders()
+    session.add_all(_order_row(o) for o in orders)
+    session.add_all(
+        Shipment(tracking_number=s["tracking_number"], order_id=s["order_id"], doc=s) for s in dataset.shipments()
+    )
+    session.add_all(_reason_labels(orders))
+    stamp = f"{dataset.root.resolve()} at {datetime.now(UTC).isoformat(timespec='seconds')}"
+    session.add(Meta(key=SEEDED_KEY, value=stamp))
+    return len(orders)
 
 
 def _users(dataset: Dataset) -> list[User]:

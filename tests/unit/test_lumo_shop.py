@@ -148,7 +148,7 @@ async def test_openapi_names_every_operation(shop: httpx.AsyncClient) -> None:
     assert ids == {
         "health", "getClock", "verifyIdentity", "getUser", "listUserOrders", "getOrder", "getOrderLogistics",
         "getTracking", "getProduct", "cancelOrder", "createReturn", "createExchange", "getRefund",
-        "changeAddress", "requestInvoice", "listWrites",
+        "changeAddress", "requestInvoice", "listWrites", "resetData", "searchProducts",
     }  # fmt: skip
     create_return = spec["paths"]["/orders/{order_id}/returns"]["post"]
     assert create_return["responses"]["201"]["content"]["application/json"]["schema"]["$ref"].endswith(
@@ -497,6 +497,25 @@ def test_seeding_is_idempotent_and_reset_starts_over(seeded_db: Path, tmp_path: 
     shutil.copy(seeded_db, db)
     assert seed(db, DEMO_SHOP) is False
     assert seed(db, DEMO_SHOP, reset=True) is True
+
+
+async def test_admin_reset_reloads_the_dataset_and_empties_the_write_log(shop: httpx.AsyncClient) -> None:
+    before = await variant_stock(shop, "LM-AU-001", "月光白/Moonlight White")
+    swap = {"sku": "LM-AU-001", "color": "月光白", "reason_code": "size_color"}
+    assert (await post(shop, f"/orders/{IN_WINDOW}/exchanges", swap, key="swap")).status_code == 201
+    assert (await post(shop, f"/orders/{PROCESSING}/cancel", {"reason_code": "changed_mind"})).status_code == 200
+    assert (await shop.post("/admin/reset")).status_code == 401  # token-protected like the write log
+    reset = await shop.post("/admin/reset", headers=AUTH)
+    assert reset.status_code == 200, reset.text
+    assert reset.json() == {"status": "reset", "orders": 238}
+    assert (await get(shop, f"/orders/{IN_WINDOW}"))["status"] == "delivered"
+    assert (await get(shop, f"/orders/{PROCESSING}"))["status"] == "processing"
+    assert await variant_stock(shop, "LM-AU-001", "月光白/Moonlight White") == before
+    assert (await get(shop, "/admin/writes"))["writes"] == []
+    # The old idempotency keys are gone with the log: the same request acts again, once.
+    again = await post(shop, f"/orders/{IN_WINDOW}/exchanges", swap, key="swap")
+    assert again.status_code == 201 and "Idempotent-Replayed" not in again.headers
+    assert await write_count(shop, IN_WINDOW) == 1
 
 
 def test_lumo_shop_serve_answers_over_real_http(seeded_db: Path, tmp_path: Path) -> None:

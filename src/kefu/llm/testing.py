@@ -1,7 +1,7 @@
 """The one sanctioned fake LLM: a scripted backend with queued replies and recorded calls.
 
-Tests queue what the model should answer (text, a `Completion`, or an exception to raise),
-run kefu, then assert on `calls` and call `assert_complete()`.
+Tests queue what the model should answer (text, a `Completion` — `tool_call(...)` builds one that calls
+tools — or an exception to raise), run kefu, then assert on `calls` and call `assert_complete()`.
 """
 
 from __future__ import annotations
@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import count
+from typing import Any
 
 from kefu.errors import KefuError
 from kefu.llm.types import (
@@ -20,6 +22,7 @@ from kefu.llm.types import (
     StreamDone,
     StreamEvent,
     TextDelta,
+    ToolCall,
     Usage,
 )
 
@@ -43,6 +46,20 @@ class RecordedCall:
     @property
     def prompt_text(self) -> str:
         return "\n".join(m.content for m in self.messages)
+
+
+_CALL_IDS = count(1)
+
+
+def tool_calls(*calls: tuple[str, Mapping[str, Any]], model: str = "scripted") -> Completion:
+    """A scripted reply that calls tools: `tool_calls(("get_product", {"sku": "LM-AU-001"}), ...)`."""
+    made = tuple(ToolCall(id=f"call_{next(_CALL_IDS)}", name=name, arguments=dict(args)) for name, args in calls)
+    return Completion(text="", model=model, tool_calls=made, finish_reason="tool_calls")
+
+
+def tool_call(name: str, /, **arguments: Any) -> Completion:
+    """A scripted reply that calls one tool: `tool_call("get_product", sku="LM-AU-001")`."""
+    return tool_calls((name, arguments))
 
 
 def _approx_tokens(text: str) -> int:

@@ -110,11 +110,20 @@ class IntentSpec(_Strict):
     """The handler needs one entity of these types (e.g. an order or tracking number); none is recorded."""
     examples: PerLanguage
     rules: IntentRules = Field(default_factory=IntentRules)
+    tools: list[str] = Field(default_factory=list)
+    """For a `tool_agent` handler: the read actions (actions.yaml) the agent may call for this intent."""
 
     @field_validator("requires_any")
     @classmethod
     def _requires_known(cls, values: list[str]) -> list[str]:
         return _known_entity_types(values)
+
+    @field_validator("tools")
+    @classmethod
+    def _tool_names(cls, values: list[str]) -> list[str]:
+        if len(set(values)) != len(values):
+            raise ValueError("a tool is listed twice")
+        return values
 
     @field_validator("name")
     @classmethod
@@ -127,6 +136,8 @@ class IntentSpec(_Strict):
     def _has_examples(self) -> Self:
         if len(self.examples.all()) < 2:
             raise ValueError(f"intent {self.name!r} needs at least 2 examples to be learnt")
+        if self.tools and self.handler != Handler.TOOL_AGENT:
+            raise ValueError(f"intent {self.name!r} lists tools, but only a tool_agent handler uses them")
         return self
 
 
@@ -177,7 +188,9 @@ class IntentCatalogue(_Strict):
 
     def fingerprint(self) -> str:
         """A hash of everything that shapes the trained model, so a changed catalogue retrains."""
-        payload = json.dumps(self.model_dump(mode="json"), ensure_ascii=False, sort_keys=True)
+        # The agent's tools do not change what is learnt: editing them must not retrain the classifier.
+        shaping = self.model_dump(mode="json", exclude={"intents": {"__all__": {"tools"}}})
+        payload = json.dumps(shaping, ensure_ascii=False, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

@@ -90,6 +90,7 @@ class Understanding:
         rules: RuleMatcher | None = None,
         fallback: LLMIntentFallback | None = None,
         timezone: str = "Asia/Shanghai",
+        intents_file: Path | None = None,
     ) -> None:
         self.embedder = embedder
         self.entities = entities
@@ -100,6 +101,8 @@ class Understanding:
         self.rules = rules
         self.fallback = fallback
         self.timezone = ZoneInfo(timezone)
+        self.intents_file = intents_file
+        """Where the catalogue was loaded from (errors found later, e.g. in `tools:`, name its lines)."""
 
     @classmethod
     def build(cls, config: UnderstandingConfig, embedder: Embedder, prompts: PromptLibrary) -> Understanding:
@@ -135,6 +138,7 @@ class Understanding:
             rules=rules,
             fallback=fallback,
             timezone=formats.locale.timezone,
+            intents_file=intents_file,
         )
 
     @staticmethod
