@@ -44,6 +44,15 @@ def load_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
         raise DataFileError(str(path), line, f"invalid YAML: {exc.problem}") from None
 
 
+def yaml_line(path: Path, loc: tuple[int | str, ...]) -> int | None:
+    """1-based line of `loc` (e.g. `("intents", 3, "tools", 0)`) in a YAML file, for errors found after loading."""
+    try:
+        _, root = load_yaml(path)
+    except DataFileError:
+        return None
+    return _node_line(root, loc)
+
+
 def load_yaml_model(path: Path, model: type[M]) -> M:
     """Parse and validate a YAML file; the first problem is reported with its file and line."""
     data, root = load_yaml(path)

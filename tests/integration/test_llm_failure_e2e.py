@@ -46,7 +46,7 @@ async def test_llm_server_killed_mid_stream(tmp_path: Path) -> None:
         )
         with live_server(create_app(settings)) as base:
             async with httpx.AsyncClient(base_url=base, timeout=120) as client:
-                body = {"user_id": "k1", "text": "Please write a long story about a lost parcel."}
+                body = {"user_id": "k1", "text": "Please write a long story about how shipping works."}
                 events: list[tuple[str, dict[str, object]]] = []
                 async with client.stream("POST", "/v1/chat/stream", json=body) as resp:
                     name = ""

@@ -78,14 +78,14 @@ async def test_llm_down_gives_bilingual_fallback_http_200_and_a_recorded_error(
     client: httpx.AsyncClient, llm: ScriptedLLM, app: FastAPI
 ) -> None:
     llm.queue(LLMUnavailableError("connection refused by 127.0.0.1:9"), LLMUnavailableError("down"))
-    zh = await client.post("/v1/chat", json={"user_id": "u3", "text": "我的订单到哪了？"})
-    en = await client.post("/v1/chat", json={"user_id": "u4", "text": "Where is my order?"})
+    zh = await client.post("/v1/chat", json={"user_id": "u3", "text": "运费怎么算？"})
+    en = await client.post("/v1/chat", json={"user_id": "u4", "text": "How is shipping charged?"})
     assert zh.status_code == en.status_code == 200
     assert "抱歉" in zh.json()["reply"] and zh.json()["error"] == "llm_unavailable"
     assert "Sorry" in en.json()["reply"] and en.json()["error"] == "llm_unavailable"
     stored = await services_of(app).store.list_messages(zh.json()["session_id"])
     assert [m.role for m in stored] == ["user", "assistant"]
-    assert stored[0].text == "我的订单到哪了？"
+    assert stored[0].text == "运费怎么算？"
     assert stored[1].error_code == "llm_unavailable" and "connection refused" in (stored[1].error or "")
 
 

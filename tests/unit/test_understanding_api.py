@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
+import pytest
 from fastapi import FastAPI
 
+from kefu.api.app import create_app
+from kefu.config import Settings
 from kefu.llm.testing import ScriptedLLM
 from kefu.services import Services
+from tests.conftest import make_settings
+
+WITHIN_SUPPORT_HOURS = "2026-03-02T10:00:00+08:00"
+"""The demo shop's agents work 09:00-21:00 Shanghai time; the handoff notice depends on it, so the clock is pinned."""
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path, dialogue={"now": WITHIN_SUPPORT_HOURS})
 
 
 def services_of(app: FastAPI) -> Services:
@@ -21,12 +35,27 @@ async def test_transfer_request_hands_off_with_the_fixed_reply_and_no_model_call
     body = resp.json()
     assert resp.status_code == 200 and body["handoff"] is True
     assert body["reply"].startswith(services_of(app).runner.deps.prompts.reply("handoff_requested", "zh"))
-    assert "排在第 1 位" in body["reply"]  # the queue position (the demo clock is not pinned: hours may vary)
+    assert "排在第 1 位" in body["reply"]  # the queue position
     assert "人工客服" in body["reply"] and body["intent"] == "human_agent"
     assert llm.calls == []
 
     english = (await client.post("/v1/chat", json={"user_id": "u-handoff-en", "text": "human agent please"})).json()
     assert english["handoff"] is True and "human agent" in english["reply"] and "queue" in english["reply"]
+    assert llm.calls == []
+
+
+async def test_outside_support_hours_the_customer_is_promised_a_follow_up(tmp_path: Path) -> None:
+    llm = ScriptedLLM()
+    app = create_app(make_settings(tmp_path, dialogue={"now": "2026-03-02T23:30:00+08:00"}), llm=llm)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://kefu") as client:
+            body = (await client.post("/v1/chat", json={"user_id": "u-night", "text": "转人工"})).json()
+            english = (
+                await client.post("/v1/chat", json={"user_id": "u-night-en", "text": "human agent please"})
+            ).json()
+
+    assert body["handoff"] is True and "非人工服务时间" in body["reply"] and "排在第" not in body["reply"]
+    assert english["handoff"] is True and "off duty" in english["reply"] and "queue" not in english["reply"]
     assert llm.calls == []
 
 

@@ -8,6 +8,9 @@ from typing import Any, Literal, Protocol
 ActionKind = Literal["read", "write"]
 
 
+_UNAVAILABLE = frozenset({"backend_unavailable", "timeout", "invalid_response", "backend_error", "backend_auth"})
+
+
 @dataclass(frozen=True, slots=True)
 class ActionSpec:
     """What an action is called, whether it changes anything, and which arguments it takes."""
@@ -44,7 +47,7 @@ class ActionResult:
     @property
     def unavailable(self) -> bool:
         """The backend could not be reached or answered nonsense: the customer cannot proceed without a person."""
-        return self.error_code in {"backend_unavailable", "timeout", "invalid_response", "backend_error"}
+        return self.error_code in _UNAVAILABLE
 
     def as_trace(self) -> dict[str, Any]:
         data: dict[str, Any] = {"ok": self.ok, "status": self.status, "attempts": self.attempts}

@@ -153,6 +153,10 @@ class HttpConnector:
         message = error.get("message") if isinstance(error, dict) else None
         if status >= 500 or status in _RETRY_STATUS:
             code = "backend_error"
+        elif status == 401:
+            # kefu's own credentials for the shop are wrong: an operator's problem, never shown to a customer
+            log.error("%s: the backend refused kefu's credentials (401): %s", self.name, message)
+            code, message = "backend_auth", "the shop system refused kefu's credentials"
         elif not isinstance(code, str):
             code = {401: "unauthorized", 403: "forbidden", 404: "not_found"}.get(status, f"http_{status}")
         return ActionResult(

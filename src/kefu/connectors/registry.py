@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from kefu.connectors.base import ActionKind, ActionResult, ActionSpec, Connector
 from kefu.connectors.http import HttpConnector, HttpOperation, operations_from_openapi
 from kefu.connectors.python import PythonConnector, resolve_callable
-from kefu.datafiles import load_yaml_model
+from kefu.datafiles import load_yaml_model, yaml_line
 from kefu.errors import DataFileError
 
 _ENV = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::-([^}]*))?\}")
@@ -93,23 +93,25 @@ class ActionsFile(_Strict):
     connectors: dict[str, ConnectorConfig]
     actions: dict[str, ActionConfig]
 
-    @model_validator(mode="after")
-    def _references(self) -> Self:
+    def problems(self) -> list[tuple[tuple[str, ...], str]]:
+        """Cross-references a field validator cannot see (action → connector), each with where it is in the file."""
+        found: list[tuple[tuple[str, ...], str]] = []
         for name, action in self.actions.items():
-            if not re.match(_NAME, name):
-                raise ValueError(f"action name {name!r} must be snake_case")
+            where = ("actions", name)
             connector = self.connectors.get(action.connector)
-            if connector is None:
-                raise ValueError(f"action {name!r} uses connector {action.connector!r}, which is not defined")
-            if connector.type == "http" and not action.operation and not (action.method and action.path):
-                raise ValueError(f"action {name!r} needs method and path (or operation)")
-            if action.operation and not connector.openapi:
-                raise ValueError(
-                    f"action {name!r} names an operation but connector {action.connector!r} has no openapi"
-                )
-            if connector.type == "python" and not action.function:
-                raise ValueError(f"action {name!r} needs function: package.module:function")
-        return self
+            if not re.match(_NAME, name):
+                found.append((where, f"action name {name!r} must be snake_case"))
+            elif connector is None:
+                message = f"action {name!r} uses connector {action.connector!r}, which is not defined"
+                found.append(((*where, "connector"), message))
+            elif connector.type == "http" and not action.operation and not (action.method and action.path):
+                found.append((where, f"action {name!r} needs method and path (or operation)"))
+            elif action.operation and not connector.openapi:
+                message = f"action {name!r} names an operation but connector {action.connector!r} has no openapi"
+                found.append(((*where, "operation"), message))
+            elif connector.type == "python" and not action.function:
+                found.append((where, f"action {name!r} needs function: package.module:function"))
+        return found
 
 
 class Actions:
@@ -142,6 +144,12 @@ class Actions:
 def load_actions(path: Path, *, transports: dict[str, httpx.AsyncBaseTransport] | None = None) -> Actions:
     """Load actions.yaml; a mistake is reported with file and line. `transports` lets tests route HTTP in process."""
     config = load_yaml_model(path, ActionsFile)
+    problems = config.problems()
+    if problems:
+        # checked here rather than in a model validator, which could only point at the top of the file
+        loc, problem = problems[0]
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        raise DataFileError(str(path), yaml_line(path, loc), f"{'.'.join(loc)}: {problem}{more}")
     specs = {
         name: ActionSpec(
             name=name,
@@ -159,9 +167,21 @@ def load_actions(path: Path, *, transports: dict[str, httpx.AsyncBaseTransport] 
         mine = {n: a for n, a in config.actions.items() if a.connector == cname}
         try:
             connectors[cname] = _build(cname, c, mine, path.parent, (transports or {}).get(cname))
+        except _ActionProblem as exc:
+            raise DataFileError(str(path), yaml_line(path, exc.loc), f"connector {cname!r}: {exc}") from None
         except (ValueError, KeyError, OSError) as exc:
-            raise DataFileError(str(path), None, f"connector {cname!r}: {exc}") from None
+            reason = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            line = yaml_line(path, ("connectors", cname))
+            raise DataFileError(str(path), line, f"connector {cname!r}: {reason}") from None
     return Actions(specs, connectors)
+
+
+class _ActionProblem(ValueError):
+    """An action's entry cannot be used (its function does not import, its operationId is unknown)."""
+
+    def __init__(self, loc: tuple[str, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
 
 
 def _build(
@@ -172,7 +192,13 @@ def _build(
     transport: httpx.AsyncBaseTransport | None,
 ) -> Connector:
     if config.type == "python":
-        return PythonConnector(name, {n: resolve_callable(a.function or "") for n, a in actions.items()})
+        functions = {}
+        for n, a in actions.items():
+            try:
+                functions[n] = resolve_callable(a.function or "")
+            except ValueError as exc:
+                raise _ActionProblem(("actions", n, "function"), str(exc)) from None
+        return PythonConnector(name, functions)
     document = _load_openapi(config.openapi, base_dir) if config.openapi else None
     operations = {
         n: HttpOperation(a.method, a.path, tuple(a.query), a.response)
@@ -180,7 +206,12 @@ def _build(
         if a.method and a.path
     }
     if document is not None:
-        operations |= operations_from_openapi(document, {n: a.operation for n, a in actions.items() if a.operation})
+        for n, a in actions.items():
+            if a.operation:
+                try:
+                    operations |= operations_from_openapi(document, {n: a.operation})
+                except KeyError as exc:
+                    raise _ActionProblem(("actions", n, "operation"), str(exc.args[0])) from None
     return HttpConnector(
         name,
         base_url=expand_env(config.base_url or ""),

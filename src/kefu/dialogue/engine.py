@@ -22,6 +22,7 @@ from jinja2 import TemplateError
 
 from kefu.connectors import ActionResult, Actions
 from kefu.dialogue.flows import Flow, FlowLibrary, Outcome, SlotSpec, Step
+from kefu.dialogue.guardrail import check_identity
 from kefu.dialogue.state import FlowRun, Identity, SessionDialogue
 from kefu.dialogue.templates import FlowTemplates
 from kefu.language import Language
@@ -57,8 +58,12 @@ _FIXED = {
         zh="抱歉，这项申请未能提交：{message}", en="Sorry, this request could not be submitted: {message}"
     ),
     "switched": Bilingual(zh="好的，我们先处理这个。", en="Sure, let's do that first."),
-    "resume": Bilingual(zh="我们接着办理“{flow}”：", en="Back to your {flow}:"),
+    "resume": Bilingual(zh="我们接着办理“{flow}”：", en="Back to your {flow}: "),
     "corrected": Bilingual(zh="好的，已更正。", en="Got it, corrected."),
+    "already_done": Bilingual(
+        zh="“{flow}”已经办理完成，不会重复提交。还有什么可以帮您？",
+        en="Your {flow} is already done; nothing was submitted twice. Anything else I can help with?",
+    ),
 }
 
 
@@ -140,6 +145,10 @@ class _Finished(Exception):
     pass
 
 
+ORDER_ENTITY = "order_number"
+_PII_TOKEN = re.compile(r"\[[A-Z]+_\d+(?::[0-9Xx]{4})?\]")
+
+
 class FlowEngine:
     """Advances a session's flow by one customer message."""
 
@@ -172,12 +181,13 @@ class FlowEngine:
             run = None
         if run is None:
             if turn.start is None:
-                return FlowOutcome(handled=False)
+                return self._after_completion(state, turn)
             return await self._start(state, turn, turn.start, [])
         flow = self.library.get(run.flow)
         assert flow is not None
         command = normalise_command(turn.text)
-        if command in self._cancel:
+        # At a yes/no question "不用了" is a "no" (the step's on_decline answers it), not "stop the task"
+        if command in self._cancel and run.awaiting_kind != "confirm":
             state.finish("cancelled")
             reply = self._fixed("cancelled", turn.language, flow=flow.description.pick(turn.language))
             return FlowOutcome(handled=True, reply=reply, flow=flow.name, events=["cancelled"])
@@ -215,6 +225,21 @@ class FlowEngine:
             return out
         return await self._advance(state, run, flow, turn, out, replies)
 
+    def _after_completion(self, state: SessionDialogue, turn: FlowTurn) -> FlowOutcome:
+        """A "确认" / "yes" right after a task was completed (a double tap, a resend) is told it is done already,
+        instead of reaching the model with a bare "yes"; only once per completed task."""
+        last = state.recent[-1] if state.recent else None
+        if last is None or last.get("outcome") != "completed" or last.get("acknowledged"):
+            return FlowOutcome(handled=False)
+        if normalise_command(turn.text) not in self._confirm:
+            return FlowOutcome(handled=False)
+        flow = self.library.get(str(last.get("flow")))
+        if flow is None:
+            return FlowOutcome(handled=False)
+        state.recent = [*state.recent[:-1], {**last, "acknowledged": True}]
+        reply = self._fixed("already_done", turn.language, flow=flow.description.pick(turn.language))
+        return FlowOutcome(handled=True, reply=reply, flow=flow.name, events=["already_done"])
+
     # ---- starting, answering, correcting -------------------------------------------------------------------
 
     async def _start(
@@ -227,14 +252,21 @@ class FlowEngine:
     ) -> FlowOutcome:
         """Start `flow`; `carried` (entity type → slot value) keeps what the customer already said when switching."""
         run = FlowRun(flow=flow.name, run_id=uuid.uuid4().hex[:16], step=flow.steps[0].id, language=turn.language)
+        context_filled: list[str] = []
         for name, spec in flow.slots.items():
             value = self._extract(spec, turn, prefill=True)
             if value is None and carried:
                 value = next((carried[t][1] for t in spec.entity_types if t in carried), None)
+            if value is None and ORDER_ENTITY in spec.entity_types and state.identity and state.identity.orders:
+                # "换成冰川蓝" right after checking LM26110625: the order just discussed (confirmations name it,
+                # and "不对，是 LM…" corrects it)
+                value = state.identity.orders[-1]
+                context_filled.append(name)
             if value is not None:
                 _fill(run, name, value)
         state.active = run
-        out = FlowOutcome(handled=True, flow=flow.name, events=["started", *(f"filled:{s}" for s in run.slots)])
+        events = ["started", *(f"filled:{s}" for s in run.slots), *(f"from_context:{s}" for s in context_filled)]
+        out = FlowOutcome(handled=True, flow=flow.name, events=events)
         return await self._advance(state, run, flow, turn, out, replies)
 
     async def _answer(
@@ -256,7 +288,7 @@ class FlowEngine:
             if command in self._confirm:
                 run.results[f"confirmed:{target}"] = True
                 out.events.append("confirmed")
-            elif command in self._decline:
+            elif command in self._decline or command in self._cancel:
                 step = flow.steps[flow.step_index(target)]
                 outcome = step.on_decline or Outcome(reply=_FIXED["declined"], end=True)
                 out.events.append("declined")
@@ -461,6 +493,8 @@ class FlowEngine:
         order_id = str(run.slots.get(step.verify, ""))
         identity = state.identity
         if identity is not None and order_id in identity.orders:
+            identity.orders.remove(order_id)
+            identity.orders.append(order_id)  # the last one is the order "it" refers to in the next task
             return "verified"
         if identity is not None:
             result = await self._invoke(settings.order_action, {"order_id": order_id}, run, step, out, write=False)
@@ -526,14 +560,13 @@ class FlowEngine:
             name: self._argument(self.templates.render(source, variables), turn) for name, source in step.with_.items()
         }
         # Guardrail: whatever a flow file says, an action never touches an order the customer was not verified for.
-        for param in spec.identity_params:
-            value = str(args.get(param) or "")
-            if value and (state.identity is None or value not in state.identity.orders):
-                out.error = f"refused {spec.name}: {param} {value} is not verified for this customer"
-                log.warning("flow %s step %s: %s", flow.name, step.id, out.error)
-                replies.append(self._render(self.library.identity.not_owner, turn.language, {"order_id": value}))
-                state.finish("refused")
-                raise _Finished
+        verdict = check_identity(spec, args, state.identity)
+        if not verdict.allowed:
+            out.error = verdict.reason(spec.name)
+            log.warning("flow %s step %s: %s", flow.name, step.id, out.error)
+            replies.append(self._render(self.library.identity.not_owner, turn.language, {"order_id": verdict.value}))
+            state.finish("refused")
+            raise _Finished
         result = await self._invoke(step.call, args, run, step, out, write=spec.writes)
         if result.ok:
             if step.save_as:
@@ -604,6 +637,15 @@ class FlowEngine:
         return out
 
     def _extract(self, spec: SlotSpec, turn: FlowTurn, *, prefill: bool) -> Any:
+        value = self._recognise(spec, turn, prefill=prefill)
+        if isinstance(value, str) and _PII_TOKEN.search(value):
+            # The input guard masked personal data ("文三路100号" → "[ADDRESS_1]"); the task needs the real value,
+            # and only this turn's vault is sure to hold it, so it is swapped back now and kept in the slot.
+            real = _PII_TOKEN.sub(lambda m: turn.resolve_pii(m.group(0)) or m.group(0), value)
+            value = _TypedValue(real, value.entity_type) if isinstance(value, _TypedValue) else real
+        return value
+
+    def _recognise(self, spec: SlotSpec, turn: FlowTurn, *, prefill: bool) -> Any:
         if spec.entity is not None:
             entity = next((e for e in turn.entities if e.type in spec.entity_types), None)
             if entity is not None:

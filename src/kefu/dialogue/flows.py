@@ -14,7 +14,7 @@ from typing import Any, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from kefu.connectors import Actions
-from kefu.datafiles import load_yaml_model
+from kefu.datafiles import load_yaml_model, yaml_line
 from kefu.dialogue.templates import FlowTemplates
 from kefu.errors import DataFileError
 from kefu.shop import Bilingual
@@ -374,10 +374,11 @@ def load_flows(directory: Path, actions: Actions | None) -> FlowLibrary:
         if path.name == "dialogue.yaml":
             settings = load_yaml_model(path, DialogueFile)
             continue
-        for flow in load_yaml_model(path, FlowFile).flows:
+        for index, flow in enumerate(load_yaml_model(path, FlowFile).flows):
             if flow.name in flows:
-                raise DataFileError(str(path), _line_of(path, flow.name), f"flow {flow.name!r} is defined twice")
-            _check_actions(path, flow, actions)
+                line = yaml_line(path, ("flows", index, "name"))
+                raise DataFileError(str(path), line, f"flow {flow.name!r} is defined twice")
+            _check_actions(path, index, flow, actions)
             flows[flow.name] = flow
     if settings.commands is not None:
         commands = settings.commands
@@ -388,28 +389,22 @@ def load_flows(directory: Path, actions: Actions | None) -> FlowLibrary:
     return FlowLibrary(flows, commands, settings.identity)
 
 
-def _check_actions(path: Path, flow: Flow, actions: Actions | None) -> None:
+def _check_actions(path: Path, index: int, flow: Flow, actions: Actions | None) -> None:
     if actions is None:
         return
-    for step in flow.steps:
+    for number, step in enumerate(flow.steps):
         if step.call is None:
             continue
+        where = ("flows", index, "steps", number)
         spec = actions.get(step.call)
         if spec is None:
             known = ", ".join(sorted(actions.specs))
             message = f"flow {flow.name!r} step {step.id!r} calls unknown action {step.call!r}; known: {known}"
-            raise DataFileError(str(path), _line_of(path, f"call: {step.call}"), message)
+            raise DataFileError(str(path), yaml_line(path, (*where, "call")), message)
         missing = set(spec.required) - set(step.with_)
         if missing:
             message = f"flow {flow.name!r} step {step.id!r}: action {step.call!r} needs {sorted(missing)} in 'with'"
-            raise DataFileError(str(path), _line_of(path, f"id: {step.id}"), message)
-
-
-def _line_of(path: Path, needle: str) -> int | None:
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if needle in line:
-            return number
-    return None
+            raise DataFileError(str(path), yaml_line(path, (*where, "with")), message)
 
 
 def flow_variables_doc() -> dict[str, Any]:

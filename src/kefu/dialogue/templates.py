@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import datetime
 from typing import Any
@@ -41,6 +42,7 @@ class FlowTemplates:
         self.env.filters["lang"] = self._lang
         self.env.filters["days_since"] = self._days_since
         self.env.filters["address_part"] = address_part
+        self.env.filters["variants_like"] = variants_like
         self._templates: dict[str, Any] = {}
         self._expressions: dict[str, Any] = {}
 
@@ -48,13 +50,13 @@ class FlowTemplates:
     def check_template(source: str) -> None:
         """Raise ValueError when `source` is not a valid template (called while a flow file is validated)."""
         try:
-            ImmutableSandboxedEnvironment().parse(source)
+            _checker().compile(source)  # compiling, not only parsing, finds unknown filters before a customer does
         except TemplateSyntaxError as exc:
             raise ValueError(f"template error: {exc.message}") from None
 
     @staticmethod
     def check_expression(source: str) -> None:
-        env = ImmutableSandboxedEnvironment()
+        env = _checker()
         try:
             env.compile_expression(source)
         except TemplateSyntaxError as exc:
@@ -103,18 +105,18 @@ class FlowTemplates:
         at = _parse(value)
         if at is None:
             return None
+        if (at.tzinfo is None) != (now.tzinfo is None):
+            # a bare date ("2026-11-13") from a backend is a day in the shop's zone, the clock's
+            at = at.replace(tzinfo=now.tzinfo)
         return (now - at).days
 
 
 _ADDRESS = re.compile(
-    r"^(?P<province>[^省市区]{2,3}(?:省|自治区)|北京市?|上海市?|天津市?|重庆市?)?"
+    r"^(?P<province>[^省市区]{2,5}(?:省|自治区)|北京市?|上海市?|天津市?|重庆市?)?"
     r"(?P<city>[^市]{1,8}?(?:市|自治州|地区|盟))?"
     r"(?P<district>[^区县]{1,8}?(?:区|县|旗))?"
     r"(?P<street>.*)$"
 )
-
-
-_MUNICIPALITIES = ("北京", "上海", "天津", "重庆")
 
 
 _MUNICIPALITIES = ("北京", "上海", "天津", "重庆")
@@ -127,7 +129,7 @@ def address_part(address: Any, part: str) -> str:
     if match is None:
         return text if part == "street" else ""
     value = match.group(part) or ""
-    province = re.sub(r"(省|市|自治区)$", "", match.group("province") or "")
+    province = re.sub(r"(?:壮族|回族|维吾尔)?(?:省|市|自治区)$", "", match.group("province") or "")
     if part == "province":
         return province  # as the shop's records write it: 上海, 广东
     if part == "city" and not value and province in _MUNICIPALITIES:
@@ -140,3 +142,32 @@ def referenced_names(source: str, *, expression: bool = False) -> set[str]:
     env = ImmutableSandboxedEnvironment()
     tree = env.parse("{{ " + source + " }}" if expression else source)
     return {n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"}
+
+
+@functools.cache
+def _checker() -> ImmutableSandboxedEnvironment:
+    """An environment with kefu's filters, for validating conditions (Jinja resolves filters when compiling)."""
+    return FlowTemplates().env
+
+
+def variants_like(variants: Any, attribute: str, wanted: Any) -> list[Any]:
+    """The variants whose `attribute` (color/size) is what the customer asked for: the catalogue's exact name
+    ("樱花粉/Blossom Pink"), either half of it, or a word of it ("pink", "樱花粉"); exact matches first."""
+    if not isinstance(variants, list) or wanted is None:
+        return []
+    target = str(wanted).strip().casefold()
+    halves = {h.strip() for h in target.split("/") if h.strip()}
+    exact, partial = [], []
+    for variant in variants:
+        value = variant.get(attribute) if isinstance(variant, dict) else None
+        if not isinstance(value, str) or not value:
+            continue
+        name = value.casefold()
+        parts = {p.strip() for p in name.split("/") if p.strip()}
+        if name == target or parts & halves:
+            exact.append(variant)
+        elif any(h in part or (len(part) >= 2 and part in h) for h in halves for part in parts) or any(
+            h in name.split() for h in halves
+        ):
+            partial.append(variant)
+    return exact or partial

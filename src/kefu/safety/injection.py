@@ -189,7 +189,8 @@ _RULES: tuple[tuple[re.Pattern[str], float, str], ...] = tuple(
         ),
         (
             r"\b(phone|number|address|email|orders?|details|contact|info)\w*\b.{0,30}\b(of|for|from|on)\b.{0,12}"
-            r"\b(another|other|someone else|a different|the other)\b",
+            r"(\bsomeone else\b|\b(another|other|a different|the other)\s+(customer|user|person|buyer|member|"
+            r"account|shopper|guy|man|woman|people)s?\b)",  # "order X for another colour" is not about a person
             1.0,
             "others_data",
         ),

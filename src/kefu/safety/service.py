@@ -72,12 +72,19 @@ class Safety:
         if shop_dir is None or not shop_dir.is_dir():
             return frozenset()
         found: set[str] = set()
-        for path in [shop_dir / "shop.yaml", *sorted((shop_dir / "knowledge").rglob("*"))]:
+        shop_file = shop_dir / "shop.yaml"
+        for path in [shop_file, *sorted((shop_dir / "knowledge").rglob("*"))]:
             if path.is_file() and path.suffix in (".yaml", ".yml", ".md", ".csv", ".jsonl", ".txt"):
                 if path.stat().st_size > 2_000_000:
                     continue
                 text = path.read_text(encoding="utf-8", errors="replace")
-                found.update(normalise(m.kind, m.value) for m in self.detector.find(text) if m.kind != "ADDRESS")
+                # shop.yaml's addresses are the shop's own (the return address a filed return quotes); addresses in
+                # knowledge files may be examples of a customer's, so those stay personal data.
+                found.update(
+                    normalise(m.kind, m.value)
+                    for m in self.detector.find(text)
+                    if m.kind != "ADDRESS" or path == shop_file
+                )
         return frozenset(found)
 
     def lexicon(self, tenant_id: str) -> Lexicon:

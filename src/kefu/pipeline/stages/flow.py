@@ -6,7 +6,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from kefu.dialogue.engine import FlowTurn
+from kefu.dialogue.engine import FlowOutcome, FlowTurn
+from kefu.dialogue.flows import Flow
 from kefu.pipeline.context import TurnContext
 from kefu.pipeline.deps import TurnDeps
 from kefu.understanding.catalogue import Handler
@@ -23,23 +24,6 @@ def _language_neutral(text: str, entities: Sequence[Entity]) -> bool:
             text = text.replace(entity.text, " ")
     text = re.sub(r"\[[A-Z]+_\d+(?::[0-9Xx]{4})?\]", " ", text)
     return not re.search(r"[A-Za-z]{2,}|[\u4e00-\u9fff]", text)
-
-
-async def _curated(ctx: TurnContext, deps: TurnDeps) -> bool:
-    """Whether the message is, almost word for word, a curated FAQ question (the stricter of the curated levels)."""
-    knowledge = deps.knowledge
-    if knowledge is None or not knowledge.has_documents or ctx.session is None:
-        return False
-    tenant, text = ctx.session.tenant_id, ctx.input.text
-    match = knowledge.exact_curated(text, tenant_id=tenant)
-    if match is None:
-        vector = await knowledge.embed_query(text)  # the turn's vector: understanding embedded it already
-        match = knowledge.best_curated(text, vector, tenant_id=tenant, language=ctx.language)
-    return (
-        match is not None
-        and match.score >= knowledge.settings.curated_threshold
-        and knowledge.curated_answer(text, match)
-    )
 
 
 class RunFlow:
@@ -68,48 +52,56 @@ class RunFlow:
                     decision.intent if decision else None, {e.type for e in entities}, ctx.input.text
                 )
                 if start is not None and state.active is None and not entities:
-                    # "How long does a refund take?" or "你们支持以旧换新吗" ask about the shop's rules, not
-                    # the customer's own order: knowledge answers them instead of a task asking for an order.
-                    reason = None
+                    # "你们支持以旧换新吗" asks about the shop's rules, not the customer's own order: knowledge
+                    # answers it instead of a task asking for an order number.
                     if dialogue.library.commands.asks_about_policy(ctx.input.text):
-                        reason = "policy question"
-                    elif await _curated(ctx, deps):
-                        reason = "curated answer"
-                    if reason is not None:
-                        ctx.trace["flow"] = {"skipped": start.name, "reason": reason}
+                        ctx.trace["flow"] = {"skipped": start.name, "reason": "policy question"}
                         start = None
             digression = route is not None and route.handler in _DIGRESSIONS and not unsure
             if state.active is not None and _language_neutral(ctx.input.text, entities):
                 ctx.language = "en" if state.active.language == "en" else "zh"
-            vault, cipher = ctx.pii, deps.safety.cipher if deps.safety else None
-            turn = FlowTurn(
-                session_id=ctx.session.id,
-                text=ctx.input.text,
-                language=ctx.language,
-                entities=entities,
-                start=start,
-                digression=digression,
-                resolve_pii=(lambda token: vault.original(token, cipher)) if vault is not None else lambda token: None,
-            )
+            turn = flow_turn(ctx, deps, entities, start=start, digression=digression)
             outcome = await dialogue.engine.handle(state, turn)
-            trace: dict[str, Any] = {
-                "flow": outcome.flow,
-                "step": outcome.step,
-                "events": outcome.events,
-                "actions": [a.as_trace() for a in outcome.actions],
-                "slots": outcome.slots,
-            }
-            if outcome.error:
-                trace["error"] = outcome.error
-            if outcome.flow is not None:
-                ctx.trace["flow"] = trace
-            if outcome.handled:
-                ctx.intent = ctx.intent or outcome.flow
-                ctx.reply = outcome.reply
-                ctx.route = "flow"
-                if outcome.handoff is not None:
-                    ctx.handoff_reason = outcome.handoff
-                else:
-                    ctx.finish(outcome.reply, route="flow")
+            apply_flow_outcome(ctx, outcome)
             ctx.resume_prompt = outcome.resume_prompt
         await dialogue.states.save(ctx.session.id, ctx.session.tenant_id, state)
+
+
+def flow_turn(
+    ctx: TurnContext, deps: TurnDeps, entities: Sequence[Entity], *, start: Flow | None, digression: bool = False
+) -> FlowTurn:
+    """The customer's message as the flow engine sees it (placeholders resolvable to the real values)."""
+    assert ctx.session is not None
+    vault, cipher = ctx.pii, deps.safety.cipher if deps.safety else None
+    return FlowTurn(
+        session_id=ctx.session.id,
+        text=ctx.input.text,
+        language=ctx.language,
+        entities=entities,
+        start=start,
+        digression=digression,
+        resolve_pii=(lambda token: vault.original(token, cipher)) if vault is not None else lambda token: None,
+    )
+
+
+def apply_flow_outcome(ctx: TurnContext, outcome: FlowOutcome) -> None:
+    """Record what the flow did, and let its reply (or its handoff) answer the turn when it took the message."""
+    trace: dict[str, Any] = {
+        "flow": outcome.flow,
+        "step": outcome.step,
+        "events": outcome.events,
+        "actions": [a.as_trace() for a in outcome.actions],
+        "slots": outcome.slots,
+    }
+    if outcome.error:
+        trace["error"] = outcome.error
+    if outcome.flow is not None:
+        ctx.trace["flow"] = trace
+    if outcome.handled:
+        ctx.intent = ctx.intent or outcome.flow
+        ctx.reply = outcome.reply
+        ctx.route = "flow"
+        if outcome.handoff is not None:
+            ctx.handoff_reason = outcome.handoff
+        else:
+            ctx.finish(outcome.reply, route="flow")

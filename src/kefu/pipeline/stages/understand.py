@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kefu.language import detect_language, language_mix
 from kefu.llm.types import Message
 from kefu.pipeline.context import TurnContext
 from kefu.pipeline.deps import TurnDeps
@@ -68,6 +69,11 @@ class UnderstandTurn:
                 for r in earlier
                 if r.role in ("user", "assistant", "agent") and r.error_code is None
             ]
+            if language_mix(ctx.input.text) is None:
+                # "LM26110133" or "0827" alone: answer in the language the customer has been writing in
+                said = next((r.text for r in reversed(earlier) if r.role == "user" and language_mix(r.text)), None)
+                if said is not None:
+                    ctx.language = detect_language(said)
         settings = deps.settings.understanding
         llm = deps.llm("classification") if settings.llm_fallback else None
         result = await understanding.analyse_async(

@@ -19,7 +19,8 @@ _CITIES = (
 _START = "|".join(sorted((re.escape(p) for p in (*_PROVINCES, *_CITIES) if not p.isascii()), key=len, reverse=True))
 _ZH_ADDRESS = re.compile(
     rf"(?:{_START})(?:省|市|自治区|壮族自治区|回族自治区|维吾尔自治区|特别行政区)?"
-    r"[\u4e00-\u9fffA-Za-z0-9#\-－]{2,40}"
+    # a single space inside ("文三路 100 号") is part of the address; one at the end is not
+    r"(?:[\u4e00-\u9fffA-Za-z0-9#\-－]| (?=[\u4e00-\u9fffA-Za-z0-9#])){2,40}"
 )
 _ZH_MARKER = re.compile(r"[区县市镇乡村路街道巷弄号楼栋幢室]")
 # Words that end an address written inside a sentence ("…702室，能改吗").
@@ -40,7 +41,7 @@ class AddressExtractor:
     def extract(self, text: str) -> list[Entity]:
         found: list[Entity] = []
         for m in _ZH_ADDRESS.finditer(text):
-            surface = _ZH_TRAILER.sub("", m.group(0))
+            surface = _ZH_TRAILER.sub("", m.group(0).strip()).rstrip()
             # A place name alone ("上海", "发到新疆几天") is a destination, not an address.
             if len(surface) < 6 or len(_ZH_MARKER.findall(surface[2:])) < 2:
                 continue
