@@ -35,9 +35,18 @@ demo: install
 serve: install
 	$(BIN)/kefu serve
 
+# Prometheus's promtool checks the alert rules in deploy/prometheus (tests/unit/test_observability_deploy.py). It
+# is taken out of Debian's prometheus package, which is only downloaded: the server is neither installed nor started.
+$(BIN)/promtool: | $(BIN)/python
+	@echo "extracting promtool from Debian's prometheus package"
+	@tmp=$$(mktemp -d) && cd $$tmp && \
+	{ apt-get download -qq prometheus 2>/dev/null || { $(SUDO) apt-get update -qq && apt-get download -qq prometheus; }; } && \
+	dpkg-deb -x prometheus_*.deb x && install -m 755 x/usr/bin/promtool $(abspath $@); \
+	status=$$?; rm -rf $$tmp; exit $$status
+
 # System packages the tests drive for real: Chromium for the web pages, PostgreSQL binaries when no
 # server is running (the test setup then starts its own with initdb), redis-server likewise.
-test-deps:
+test-deps: $(BIN)/promtool
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium fonts-wqy-microhei"; \
 	{ command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || missing="$$missing postgresql"; \

@@ -278,6 +278,23 @@ class RateLimitSettings(_Strict):
     """Customer messages per WebSocket connection."""
 
 
+class AgentSettings(_Strict):
+    """The tool agent: the chat LLM with the read actions an intent allows (docs/flows.md, "Tool agent")."""
+
+    enabled: bool = True
+    max_tool_rounds: int = Field(default=3, ge=1, le=10)
+    """Model requests that may call tools in one turn; one more request (without tools) must then answer."""
+    max_calls_per_round: int = Field(default=3, ge=1, le=10)
+    """Tool calls carried out per model request; further calls in the same request are refused."""
+    history_messages: int = Field(default=4, ge=0, le=40)
+    """Earlier messages of the conversation given to the model (each costs prompt time on a CPU)."""
+    max_result_chars: int = Field(default=1500, ge=200, le=20_000)
+    """A tool result longer than this is cut before it reaches the model."""
+    temperature: float = Field(default=0.0, ge=0, le=2)
+    start_flows: bool = True
+    """Offer the model `start_flow`, so a customer who wants a change is taken into the flow (and its confirmation)."""
+
+
 class DialogueSettings(_Strict):
     """Flows, backend actions and handoff to people (docs/flows.md)."""
 
@@ -288,6 +305,28 @@ class DialogueSettings(_Strict):
     """Connectors and actions; default `<shop.dir>/actions.yaml`."""
     now: datetime | None = None
     """A fixed clock for demos and scenario tests (the demo data is a snapshot); default: the real time."""
+    agent: AgentSettings = Field(default_factory=AgentSettings)
+
+
+class MetricsSettings(_Strict):
+    """Prometheus metrics at /metrics (docs/observability.md)."""
+
+    enabled: bool = True
+    token: SecretStr | None = None
+    """When set, /metrics needs `Authorization: Bearer <token>` (e.g. Prometheus's `authorization.credentials`)."""
+
+
+class TracingSettings(_Strict):
+    """OpenTelemetry spans of each turn and its stages, exported over OTLP; needs the `otel` extra."""
+
+    enabled: bool = False
+    endpoint: str | None = None
+    """The OTLP collector, e.g. http://otel-collector:4317 (grpc) or http://otel-collector:4318/v1/traces (http);
+    default: the exporter's own (OTEL_EXPORTER_OTLP_ENDPOINT, else localhost)."""
+    protocol: Literal["grpc", "http"] = "grpc"
+    service_name: str = Field(default="kefu", min_length=1)
+    sample_ratio: float = Field(default=1.0, ge=0, le=1)
+    """Share of turns traced (parent-based: a sampled turn keeps all its stage spans)."""
 
 
 class Settings(BaseSettings):
@@ -305,6 +344,8 @@ class Settings(BaseSettings):
     database_url: str | None = None
     """SQLAlchemy async URL; default is a SQLite file in data_dir. PostgreSQL: postgresql+asyncpg://..."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    """`json`: one JSON object per line with request_id and session_id (for log shippers); `text`: for people."""
     log_customer_text: bool = False
     """Customer text is personal data: it stays out of logs unless this is set."""
     llm: LLMSettings = Field(default_factory=LLMSettings)
@@ -318,6 +359,8 @@ class Settings(BaseSettings):
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     understanding: UnderstandingSettings = Field(default_factory=UnderstandingSettings)
     dialogue: DialogueSettings = Field(default_factory=DialogueSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
     redis_url: str | None = None
     """redis://host:6379/0 — shares rate limits between workers and replicas."""
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kefu.auth.service import AccessServices, build_access
 from kefu.config import Settings
+from kefu.dialogue.agent import ToolAgent, intent_tools
 from kefu.dialogue.service import Dialogue, build_dialogue, make_clock
 from kefu.embeddings.base import Embedder
 from kefu.embeddings.shared import SharedEmbedders
@@ -19,12 +21,17 @@ from kefu.knowledge.service import KnowledgeService
 from kefu.llm.base import LLMBackend
 from kefu.llm.registry import ROLES, build_role_backends
 from kefu.llm.types import LLMRole
+from kefu.observability import KefuMetrics, TurnTelemetry, TurnTracer, build_tracer
+from kefu.observability.metrics import multiprocess_dir
 from kefu.pipeline import TurnDeps, TurnResult, TurnRunner
 from kefu.prompts import PromptLibrary
-from kefu.shop import load_shop
+from kefu.shop import ShopProfile, load_shop
 from kefu.store import ConversationStore
 from kefu.store.database import create_engine, migrate
-from kefu.understanding.service import build_understanding
+from kefu.understanding.service import Understanding, build_understanding
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 log = logging.getLogger(__name__)
 _SHUTDOWN_GRACE_S = 30.0
@@ -52,10 +59,18 @@ class Services:
     """Flows, backend actions and dialogue state (None when the shop has no flows)."""
     handoff: HandoffService | None = None
     """Tickets, the agent queue and live relay between agents and customers."""
+    metrics: KefuMetrics | None = None
+    """Prometheus metrics (None when `metrics.enabled` is off)."""
+    tracer: TurnTracer | None = None
+    """OpenTelemetry spans of turns (None unless `tracing.enabled`)."""
 
     async def aclose(self) -> None:
         if self.background_turns:
             await asyncio.wait(set(self.background_turns), timeout=_SHUTDOWN_GRACE_S)
+        if self.tracer is not None:
+            await asyncio.to_thread(self.tracer.shutdown)  # exports what is still buffered
+        if self.metrics is not None:
+            self.metrics.close()
         if self.warm_up is not None:
             await asyncio.gather(self.warm_up, return_exceptions=True)
         for backend in {id(b): b for b in self.llms.values()}.values():
@@ -86,14 +101,39 @@ def _guard_embedder(settings: Settings, embedders: SharedEmbedders) -> Embedder 
         return None
 
 
+def build_tool_agent(
+    settings: Settings,
+    understanding: Understanding | None,
+    dialogue: Dialogue | None,
+    prompts: PromptLibrary,
+    shop: ShopProfile,
+) -> ToolAgent | None:
+    """The tool agent, when intents list tools and the shop has actions; `tools:` mistakes stop start-up."""
+    catalogue = understanding.catalogue if understanding is not None else None
+    if not settings.dialogue.agent.enabled or catalogue is None:
+        return None
+    if dialogue is None:
+        if any(intent.tools for intent in catalogue.intents):
+            log.info("intents list tools but no actions are configured: tool_agent turns are answered from knowledge")
+        return None
+    tools = intent_tools(catalogue, dialogue.actions, source=understanding.intents_file if understanding else None)
+    if not tools:
+        return None
+    return ToolAgent(tools, dialogue.actions, prompts, shop, settings.dialogue.agent, flows=dialogue.library)
+
+
 async def build_services(
     settings: Settings,
     *,
     llm: LLMBackend | None = None,
     action_transports: dict[str, httpx.AsyncBaseTransport] | None = None,
+    span_exporter: SpanExporter | None = None,
 ) -> Services:
-    """Build and start everything; `llm` replaces every configured model (tests, benchmarks), and
-    `action_transports` routes a connector's HTTP in process (tests of flows against the demo backend)."""
+    """Build and start everything; `llm` replaces every configured model (tests, benchmarks),
+    `action_transports` routes a connector's HTTP in process (tests of flows against the demo backend), and
+    `span_exporter` receives the turn spans instead of the OTLP exporter (tests of tracing)."""
+    tracer = build_tracer(settings.tracing, exporter=span_exporter)  # a missing `otel` extra stops start-up here
+    metrics = KefuMetrics(multiprocess=multiprocess_dir()) if settings.metrics.enabled else None
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     shop = load_shop(settings.shop.dir)
     prompts = PromptLibrary(settings.chat.prompt_version)
@@ -142,6 +182,7 @@ async def build_services(
     access.bind_store(store)
     try:
         dialogue = build_dialogue(settings, store, transports=action_transports)
+        agent = build_tool_agent(settings, understanding, dialogue, prompts, shop)
     except BaseException:
         await knowledge.aclose()
         await access.aclose()
@@ -162,17 +203,20 @@ async def build_services(
         understanding=understanding,
         dialogue=dialogue,
         handoff=handoff,
+        agent=agent,
     )
     return Services(
         settings=settings,
         engine=engine,
         store=store,
         llms=llms,
-        runner=TurnRunner(deps),
+        runner=TurnRunner(deps, telemetry=TurnTelemetry(metrics, tracer)),
         access=access,
         knowledge=knowledge,
         embedders=embedders,
         warm_up=warm_up,
         dialogue=dialogue,
         handoff=handoff,
+        metrics=metrics,
+        tracer=tracer,
     )

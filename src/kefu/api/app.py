@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import httpx
 from fastapi import Depends, FastAPI
@@ -13,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import kefu
-from kefu.api import health, knowledge_pages, pages, ws
+from kefu.api import health, knowledge_pages, metrics, pages, ws
 from kefu.api.admin import access as admin_access
 from kefu.api.admin import knowledge as admin_knowledge
 from kefu.api.admin import turns as admin_turns
@@ -26,6 +27,9 @@ from kefu.api.security import RateLimitByIP, SecurityHeaders, page_csp, require_
 from kefu.config import Settings, load_settings
 from kefu.llm.base import LLMBackend
 from kefu.services import build_services
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
@@ -55,12 +59,16 @@ def create_app(
     *,
     llm: LLMBackend | None = None,
     action_transports: dict[str, httpx.AsyncBaseTransport] | None = None,
+    span_exporter: SpanExporter | None = None,
 ) -> FastAPI:
-    """Build the kefu application; `llm` overrides every configured model (tests, benchmarks)."""
+    """Build the kefu application; `llm` overrides every configured model (tests, benchmarks), `span_exporter`
+    receives the turn spans when tracing is on (tests)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await build_services(settings, llm=llm, action_transports=action_transports)
+        services = await build_services(
+            settings, llm=llm, action_transports=action_transports, span_exporter=span_exporter
+        )
         app.state.services = services
         log.info("kefu ready: database %s, chat model %s", services.engine.dialect.name, services.llms["chat"].name)
         try:
@@ -83,8 +91,11 @@ def create_app(
             CORSMiddleware,
             allow_origins=settings.server.cors_origins,
             allow_methods=["GET", "POST"],
-            allow_headers=["Content-Type", "Authorization"],
+            allow_headers=["Content-Type", "Authorization", metrics.REQUEST_ID_HEADER],
+            expose_headers=[metrics.REQUEST_ID_HEADER],
         )
+    # Outermost: every response, the 413s and 429s above included, carries the request id and is counted.
+    app.add_middleware(metrics.RequestTelemetry)
     app.include_router(chat_routes.router)
     app.include_router(auth_routes.router)
     # Every /v1/admin router needs an operator; routes inside narrow it further (e.g. admin-only writes).
@@ -96,6 +107,8 @@ def create_app(
     app.include_router(openai_routes.router)
     app.include_router(ws.router)
     app.include_router(health.router)
+    if settings.metrics.enabled:
+        app.include_router(metrics.router)
     app.include_router(pages.router)
     app.include_router(knowledge_pages.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kefu.errors import KefuError, StoreUnavailableError, UserError
+from kefu.observability.logging import private
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(KefuError)
     async def _kefu_error(_: Request, exc: KefuError) -> JSONResponse:
-        log.error("request failed: %s: %s", exc.code, exc)
+        # A backend's message (an LLM server's error body, a shop system's reply) may quote the customer.
+        log.error("request failed: %s: %s", exc.code, private(exc))
         return JSONResponse(error_body(exc.code, "The service could not complete this request."), status_code=502)
 
     @app.exception_handler(RequestValidationError)

@@ -23,6 +23,7 @@ from kefu.api.turns import make_turn
 from kefu.auth.ratelimit import RateLimitedError
 from kefu.errors import KefuError, StoreUnavailableError, UserError
 from kefu.handoff.hub import session_channel
+from kefu.observability.logging import bind_session
 from kefu.services import Services
 from kefu.store import SessionRecord
 
@@ -91,6 +92,7 @@ async def customer_socket(
         await websocket.send_json(_error(exc.code, str(exc)))
         await websocket.close(CLOSE_POLICY if isinstance(exc, UserError) else 1011)
         return
+    bind_session(session.id)
     lock = asyncio.Lock()
 
     async def send(event: dict[str, Any]) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -49,15 +50,24 @@ def _settings() -> Settings:
         raise _fail(str(exc)) from None
 
 
-def _setup_logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
 def _serve(settings: Settings, workers: int) -> None:
     import uvicorn
 
-    _setup_logging(settings)
+    from kefu.observability.logging import configure_logging
+    from kefu.observability.tracing import require_otel
+
+    log_config = configure_logging(settings)
+    if settings.tracing.enabled:
+        try:
+            require_otel(settings.tracing)
+        except KefuError as exc:
+            raise _fail(str(exc)) from None
     if workers > 1:
+        if settings.metrics.enabled:
+            from kefu.observability.metrics import prepare_multiprocess_dir
+
+            # Every worker records into one directory, so /metrics (answered by any of them) adds up all workers.
+            prepare_multiprocess_dir(settings.data_dir / "prometheus-multiproc")
         # Each worker builds its own app from the environment; settings were validated above.
         uvicorn.run(
             "kefu.api.app:app_from_env",
@@ -66,12 +76,17 @@ def _serve(settings: Settings, workers: int) -> None:
             port=settings.server.port,
             workers=workers,
             log_level=settings.log_level.lower(),
+            log_config=log_config,
         )
         return
     from kefu.api.app import create_app
 
     uvicorn.run(
-        create_app(settings), host=settings.server.host, port=settings.server.port, log_level=settings.log_level.lower()
+        create_app(settings),
+        host=settings.server.host,
+        port=settings.server.port,
+        log_level=settings.log_level.lower(),
+        log_config=log_config,
     )
 
 
@@ -93,6 +108,9 @@ def serve(
 def demo(
     port: Annotated[int, typer.Option(help="Port to serve on.")] = 8000,
     shop_dir: Annotated[Path | None, typer.Option(help="Shop data directory (default: examples/demo_shop).")] = None,
+    backend_port: Annotated[
+        int, typer.Option(help="Port of the demo shop's backend (lumo-shop) that kefu demo starts.")
+    ] = DEMO_BACKEND_PORT,
 ) -> None:
     """Serve the demo shop on http://127.0.0.1:8000 with the bundled model. 运行演示商店。"""
     shop = shop_dir or next((p for p in DEMO_SHOP_CANDIDATES if (p / "shop.yaml").is_file()), None)
@@ -119,14 +137,17 @@ def demo(
             ensure_bundled_model(settings.data_dir / "models")
         except KefuError as exc:
             raise _fail(str(exc)) from None
-    backend = _start_demo_backend(shop, settings.data_dir)
+    backend = _start_demo_backend(shop, settings.data_dir, backend_port)
     url = f"http://{settings.server.host}:{settings.server.port}"
     typer.secho(f"\nkefu demo shop: {url}", fg=typer.colors.GREEN, bold=True)
     typer.echo("Try / 试试：")
     for question in TRY_THESE:
         typer.echo(f"  • {question}")
     typer.echo(f"API docs: {url}/docs   ·   agent console: {url}/console   ·   terminal chat: kefu chat --url {url}")
-    typer.echo(f"Demo shop backend (orders, returns…): http://127.0.0.1:{DEMO_BACKEND_PORT}/docs\n")
+    typer.echo(f"Demo shop backend (orders, returns…): {os.environ.get('LUMO_SHOP_URL')}/docs\n")
+    # uvicorn re-raises SIGTERM once it has shut down; turned into SystemExit, it lets `finally` stop the backend
+    # instead of killing this process and leaving the backend behind.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         _serve(settings, 1)
     finally:
@@ -135,29 +156,32 @@ def demo(
             backend.wait(timeout=10)
 
 
-def _start_demo_backend(shop: Path, data_dir: Path) -> subprocess.Popen[bytes] | None:
-    """The demo shop's own backend, a separate process with its own database: kefu reaches it only over HTTP."""
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _start_demo_backend(shop: Path, data_dir: Path, port: int) -> subprocess.Popen[bytes] | None:
+    """The demo shop's own backend, a separate process with its own database: kefu reaches it only over HTTP
+    (actions.yaml reads its address from LUMO_SHOP_URL)."""
     if os.environ.get("LUMO_SHOP_URL"):
         return None  # pointed at a backend that runs elsewhere
     if not (shop / "actions.yaml").is_file():
         return None
-    # The demo data is a snapshot: flows judge return windows at the time it was taken, as the backend does.
-    fixtures = (
-        yaml.safe_load((shop / "fixtures.yaml").read_text(encoding="utf-8"))
-        if (shop / "fixtures.yaml").is_file()
-        else {}
-    )
-    if isinstance(fixtures, dict) and fixtures.get("as_of"):
-        os.environ.setdefault("KEFU_DIALOGUE__NOW", str(fixtures["as_of"]))
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            raise _fail(
+                f"port {port} (the demo shop's backend) is already in use: stop what runs there, pass "
+                "--backend-port N, or set LUMO_SHOP_URL to a running lumo-shop"
+            )
     command = [
         sys.executable,
         "-m",
-        "lumo_shop.cli",
+        "lumo_shop",
         "serve",
         "--host",
         "127.0.0.1",
         "--port",
-        str(DEMO_BACKEND_PORT),
+        str(port),
         "--db",
         str((data_dir / "lumo_shop.db").resolve()),
         "--data",
@@ -165,17 +189,19 @@ def _start_demo_backend(shop: Path, data_dir: Path) -> subprocess.Popen[bytes] |
     ]
     data_dir.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(command)
+    url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise _fail(f"the demo shop backend exited with code {process.returncode}; see the output above")
         try:
-            if httpx.get(f"http://127.0.0.1:{DEMO_BACKEND_PORT}/healthz", timeout=1).status_code == 200:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                os.environ["LUMO_SHOP_URL"] = url
                 return process
         except httpx.HTTPError:
             time.sleep(0.2)
     process.terminate()
-    raise _fail(f"the demo shop backend did not start on port {DEMO_BACKEND_PORT} within 30 s")
+    raise _fail(f"the demo shop backend did not start on port {port} within 30 s")
 
 
 @app.command()
@@ -375,9 +401,11 @@ _register_knowledge_commands()
 def _register_understanding_commands() -> None:
     from kefu.eval.cli import eval_app
     from kefu.eval.intents_cli import entities_command, intents_command
+    from kefu.eval.scenarios_cli import scenarios_command
 
     eval_app.command("intents")(intents_command)
     eval_app.command("entities")(entities_command)
+    eval_app.command("scenarios")(scenarios_command)
 
 
 _register_understanding_commands()

@@ -156,6 +156,18 @@ class Tickets:
         rows = await self.store.transaction(lambda conn: conn.execute(query).all(), write=False)
         return [_record(r) for r in rows]
 
+    async def queue_stats(self) -> tuple[dict[str, int], datetime | None]:
+        """Open tickets by status across tenants, and when the longest-waiting queued one was opened (metrics)."""
+        query = (
+            select(_TICKETS.c.status, func.count(), func.min(_TICKETS.c.created_at))
+            .where(_TICKETS.c.status.in_(OPEN_STATUSES))
+            .group_by(_TICKETS.c.status)
+        )
+        rows = await self.store.transaction(lambda conn: conn.execute(query).all(), write=False)
+        counts = {str(status): int(count) for status, count, _ in rows}
+        oldest = next((aware(first) for status, _, first in rows if status == "queued" and first is not None), None)
+        return counts, oldest
+
     async def position(self, ticket: TicketRecord) -> int:
         """1-based place in the queue: tickets waiting ahead of this one (higher priority, or same and older)."""
         ahead = (

@@ -13,6 +13,7 @@ from kefu.shop import ShopProfile
 from kefu.store import ConversationStore
 
 if TYPE_CHECKING:
+    from kefu.dialogue.agent import ToolAgent
     from kefu.dialogue.service import Dialogue
     from kefu.handoff.service import HandoffService
     from kefu.knowledge.service import KnowledgeService
@@ -43,6 +44,8 @@ class TurnDeps:
     """Flows, their state and the backend actions; None runs turns without flows."""
     handoff: HandoffService | None = None
     """Tickets and live relay to human agents; None answers handoffs with a fixed reply only."""
+    agent: ToolAgent | None = None
+    """The LLM with the read actions each tool_agent intent allows; None leaves those turns to knowledge."""
 
     def llm(self, role: LLMRole) -> LLMBackend:
         return self.llms[role]

@@ -14,9 +14,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kefu.errors import KefuError
+from kefu.observability.logging import bind_session
+from kefu.observability.turns import TurnTelemetry
 from kefu.pipeline.context import SilentEvents, TurnContext, TurnEvents, TurnInput
 from kefu.pipeline.deps import TurnDeps
 from kefu.pipeline.stages import Stage
+from kefu.pipeline.stages.agent import RunToolAgent
 from kefu.pipeline.stages.flow import RunFlow
 from kefu.pipeline.stages.generate import GenerateReply
 from kefu.pipeline.stages.grounding import CheckGrounding
@@ -66,6 +69,7 @@ def default_stages() -> list[Stage]:
         UnderstandTurn(),
         RunFlow(),
         HandOff(),
+        RunToolAgent(),
         AnswerFromKnowledge(),
         AssemblePrompt(),
         GenerateReply(),
@@ -77,7 +81,7 @@ def default_stages() -> list[Stage]:
 
 
 class TurnRunner:
-    """Chains the stages over one `TurnContext` and times each of them."""
+    """Chains the stages over one `TurnContext`, times each of them and reports the turn to its telemetry."""
 
     def __init__(
         self,
@@ -86,11 +90,13 @@ class TurnRunner:
         *,
         intake: Stage | None = None,
         persist: Stage | None = None,
+        telemetry: TurnTelemetry | None = None,
     ) -> None:
         self.deps = deps
         self.intake = intake or StoreCustomerMessage()
         self.stages = list(stages) if stages is not None else default_stages()
         self.persist = persist or StoreReply()
+        self.telemetry = telemetry or TurnTelemetry()
         self._inflight: dict[tuple[str, str, str], asyncio.Future[TurnResult]] = {}
 
     async def run(self, turn: TurnInput, events: TurnEvents | None = None) -> TurnResult:
@@ -129,7 +135,13 @@ class TurnRunner:
 
     async def _run(self, turn: TurnInput, events: TurnEvents | None) -> TurnResult:
         ctx = TurnContext(input=turn, events=events or SilentEvents())
+        with self.telemetry.turn(ctx, self.deps):
+            return await self._process(ctx)
+
+    async def _process(self, ctx: TurnContext) -> TurnResult:
         await self._timed(self.intake, ctx)
+        if ctx.session is not None:
+            bind_session(ctx.session.id)  # from here on, this turn's log lines name its session
         if ctx.duplicate:
             return self._result(ctx)
         await ctx.events.started(ctx)
@@ -163,7 +175,8 @@ class TurnRunner:
     async def _timed(self, stage: Stage, ctx: TurnContext) -> None:
         start = time.perf_counter()
         try:
-            await stage(ctx, self.deps)
+            with self.telemetry.stage(stage.name, ctx):
+                await stage(ctx, self.deps)
         finally:
             ctx.stage_ms[stage.name] = round((time.perf_counter() - start) * 1000, 3)
 

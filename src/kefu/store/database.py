@@ -18,15 +18,17 @@ _PG_MIGRATION_LOCK = 0x6B656675
 
 
 def create_engine(url: str) -> AsyncEngine:
-    """An async engine for SQLite (file under the data dir) or PostgreSQL."""
+    """An async engine for SQLite (file under the data dir) or PostgreSQL.
+
+    SQL parameters are kept out of exception messages: they are customer text, and exceptions reach the logs."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
         enable_sqlite_pragmas(engine.sync_engine)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, hide_parameters=True)
 
 
 def enable_sqlite_pragmas(engine: Engine) -> None:

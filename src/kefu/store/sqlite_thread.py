@@ -42,6 +42,7 @@ class SQLiteThread:
             # One connection, used only from this object's thread; closed from whichever thread closes us.
             connect_args={"timeout": 30, "check_same_thread": False},
             poolclass=StaticPool,
+            hide_parameters=True,  # customer text stays out of exception messages (and so out of logs)
         )
         enable_sqlite_pragmas(self._engine)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kefu-sqlite")
