@@ -89,3 +89,46 @@ async def test_audit_chain_detects_tampering_in_postgres(postgres_url: str) -> N
         assert not ok and checked == 5 and "audit event 3" in problem
     finally:
         await engine.dispose()
+
+
+async def test_a_flow_survives_a_restart_and_a_handoff_ticket_is_queued_in_postgres(
+    tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dialogue state and ticket tables on PostgreSQL: a return started on one kefu instance is confirmed on
+    a fresh one (the step is read back from the database), and asking for a person queues a ticket there."""
+    from lumo_shop.app import create_app as create_shop_app
+    from tests.conftest import DEMO_SHOP
+
+    token = "pg-shop-token"
+    monkeypatch.setenv("LUMO_SHOP_TOKEN", token)
+    shop = create_shop_app(tmp_path / "shop.db", DEMO_SHOP, now="as_of", token=token)
+    settings = make_settings(tmp_path, database_url=postgres_url, dialogue={"now": "2026-11-20T15:00:00+08:00"})
+
+    async def say(app_: object, text_: str, session_id: str | None) -> dict[str, object]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app_), base_url="http://t") as client:
+            body = {"user_id": "pg-flow", "text": text_, **({"session_id": session_id} if session_id else {})}
+            response = await client.post("/v1/chat", json=body)
+            assert response.status_code == 200, response.text
+            return dict(response.json())
+
+    first = create_app(settings, llm=ScriptedLLM(), action_transports={"shop": httpx.ASGITransport(app=shop)})
+    async with first.router.lifespan_context(first):
+        asked = await say(first, "我要退货，订单 LM26110625", None)
+        session_id = str(asked["session_id"])
+        await say(first, "0827", session_id)
+        confirm = await say(first, "不想要了", session_id)
+        assert "确认" in str(confirm["reply"])
+    second = create_app(settings, llm=ScriptedLLM(), action_transports={"shop": httpx.ASGITransport(app=shop)})
+    async with second.router.lifespan_context(second):
+        done = await say(second, "确认", session_id)
+        assert "退货申请已提交" in str(done["reply"])
+        handed = await say(second, "转人工", session_id)
+        assert handed["handoff"] is True and "排在第 1 位" in str(handed["reply"])
+        services: Services = second.state.services
+        async with services.engine.connect() as conn:
+            tickets = (await conn.execute(text("SELECT status, session_id, context FROM tickets"))).all()
+            state = await conn.scalar(
+                text("SELECT count(*) FROM dialogue_states WHERE session_id = :s"), {"s": session_id}
+            )
+    assert [(t.status, t.session_id) for t in tickets] == [("queued", session_id)]
+    assert state == 1
