@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kefu.safety.crypto import TextCipher
-from kefu.safety.pii import PiiDetector, PiiVault, Redactor, luhn_valid, valid_resident_id
+from kefu.safety.pii import PiiDetector, PiiVault, Redactor, luhn_valid, masked, valid_resident_id
 
 ID_OK = "11010519491231002X"
 CARD_OK = "6222021234567890128"  # Luhn-valid
@@ -89,3 +89,10 @@ def test_cipher_round_trips_and_names_a_wrong_key() -> None:
     assert "13812345678" not in token and cipher.decrypt(token) == "13812345678"
     with pytest.raises(Exception, match="another key"):
         TextCipher(TextCipher.new_key()).decrypt(token)
+
+
+def test_a_masked_address_stays_recognisable_but_hides_the_door() -> None:
+    assert masked("ADDRESS", "浙江省杭州市西湖区文三路100号") == "浙江省杭州市西湖区文三路***号"
+    assert masked("ADDRESS", "西溪花园3幢2单元501室") == "西溪花园***幢***单元***室"
+    assert masked("ADDRESS", "Room 5, 88 Huaihai Road") == "Room ***, *** Huaihai Road"
+    assert masked("PHONE", "13812345678") == "138****5678"

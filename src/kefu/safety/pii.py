@@ -109,6 +109,10 @@ def masked(kind: str, value: str) -> str:
         return f"{local[:1]}***@{domain}"
     if kind == "PASSPORT":
         return f"{norm[:1]}******{norm[-2:]}"
+    if kind == "ADDRESS" and any(c.isdigit() for c in value):
+        # Province, city and street stay readable (the customer checks a new address against them); the
+        # numbers that pin down a door do not: "浙江省杭州市西湖区文三路***号".
+        return re.sub(r"\d+", "***", value)
     return f"{value[:3]}***"
 
 
