@@ -22,7 +22,7 @@ from kefu.api.streaming import Delta, Finished, stream_turn
 from kefu.api.turns import make_turn
 from kefu.auth.ratelimit import RateLimitedError
 from kefu.errors import KefuError, StoreUnavailableError, UserError
-from kefu.handoff.hub import session_channel
+from kefu.handoff.hub import RESYNC, session_channel
 from kefu.observability.logging import bind_session
 from kefu.services import Services
 from kefu.store import SessionRecord
@@ -131,6 +131,8 @@ async def _push(events: asyncio.Queue[dict[str, Any]], send: Send) -> None:
     """Forwards the session channel's events (`agent_message`, `status`) to the customer until cancelled."""
     while True:
         event = await events.get()
+        if event.get("type") == RESYNC:
+            continue  # the widget re-reads the session history when it reconnects; nothing to show here
         try:
             await send(event)
         except (WebSocketDisconnect, RuntimeError):

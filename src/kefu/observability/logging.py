@@ -123,7 +123,7 @@ class _KefuFormatter(logging.Formatter):
 
 
 class JsonFormatter(_KefuFormatter):
-    """One JSON object per line: time, level, logger, message, request_id, session_id, exception."""
+    """One JSON object per line: time, level, logger, message, pid, request_id, session_id, exception."""
 
     def format(self, record: logging.LogRecord) -> str:
         request_id, session_id = self._ids(record)
@@ -132,6 +132,7 @@ class JsonFormatter(_KefuFormatter):
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
+            "pid": record.process,  # which worker of `kefu serve --workers N` wrote the line
         }
         if request_id:
             data["request_id"] = request_id

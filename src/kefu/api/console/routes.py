@@ -38,7 +38,7 @@ from kefu.auth.accounts import role_allows
 from kefu.auth.tokens import AuthError, ForbiddenError
 from kefu.errors import ConfigError, ConflictError, NotFoundError, UserError
 from kefu.handoff import HandoffService, TicketRecord, Tickets
-from kefu.handoff.hub import AGENTS
+from kefu.handoff.hub import AGENTS, RESYNC
 from kefu.handoff.tickets import OPEN_STATUSES
 from kefu.services import Services
 from kefu.store.models import utcnow
@@ -325,6 +325,9 @@ async def _forward(
 ) -> None:
     while True:
         event = await events.get()
+        if event.get("type") == RESYNC:  # live events may have been lost: send the queue as it stands now
+            await send_queue()
+            continue
         if not await tenant.concerns_us(event):
             continue
         await send(event)

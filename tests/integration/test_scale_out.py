@@ -1,0 +1,206 @@
+"""`kefu serve --workers 2` on real PostgreSQL and Redis: any worker serves any turn and relays any live event.
+
+Both workers listen on one port and the kernel hands each new connection to either of them, so the tests open
+fresh connections and read which worker served what from the JSON log (every line carries its process id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from tests.conftest import DEMO_SHOP, UNDERSTANDING_CACHE
+from tests.support.live_server import free_port
+from tests.support.postgres import create_database, drop_database
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+
+WITHIN_SUPPORT_HOURS = "2026-03-02T10:00:00+08:00"
+"""The demo shop's agents work 09:00-21:00 Shanghai time; outside them the handoff notice differs."""
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running `kefu serve --workers 2` and its JSON log."""
+
+    url: str
+    log: Path
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://")
+
+    def lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")]
+
+    def worker_of(self, socket: ClientConnection) -> int:
+        """The pid of the worker that accepted this WebSocket (uvicorn logs the client's address and port)."""
+        client = f"127.0.0.1:{socket.local_address[1]} - "
+        for _ in range(50):
+            for line in self.lines():
+                if line["message"].startswith(client) and "[accepted]" in line["message"]:
+                    return int(line["pid"])
+            time.sleep(0.05)
+        raise AssertionError(f"no worker logged accepting {client}")
+
+    def workers_serving(self, request: str) -> list[int]:
+        """The pid of the worker of each access-log line for `request` (e.g. "GET /v1/sessions/")."""
+        return [
+            int(line["pid"])
+            for line in self.lines()
+            if line["logger"] == "uvicorn.access" and request in line["message"]
+        ]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, postgres_admin_dsn: str, redis_url: str) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("scale-out")
+    database = f"kefu_test_{uuid.uuid4().hex[:12]}"
+    dsn = asyncio.run(create_database(postgres_admin_dsn, database))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEFU_") and k != "PROMETHEUS_MULTIPROC_DIR"}
+    env.update(
+        {
+            "KEFU_DATA_DIR": str(root / "data"),
+            "KEFU_CONFIG": str(root / "none.yaml"),
+            "KEFU_DATABASE_URL": dsn.replace("postgresql://", "postgresql+asyncpg://", 1),
+            "KEFU_REDIS_URL": redis_url,
+            "KEFU_SHOP__DIR": str(DEMO_SHOP),
+            "KEFU_DIALOGUE__NOW": WITHIN_SUPPORT_HOURS,
+            "KEFU_LLM__BACKEND": "testing",
+            "KEFU_AUTH__MODE": "open",
+            "KEFU_RATE_LIMIT__ENABLED": "false",
+            "KEFU_UNDERSTANDING__CACHE_DIR": str(UNDERSTANDING_CACHE),
+            "KEFU_UNDERSTANDING__LLM_FALLBACK": "false",
+            "KEFU_GUARDS__EMBEDDING_CLASSIFIER": "false",
+            "KEFU_SERVER__PORT": str(port),
+            "KEFU_SERVER__WORKERS": "2",
+            "KEFU_LOG_FORMAT": "json",
+        }
+    )
+    log = root / "serve.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen([sys.executable, "-m", "kefu", "serve"], env=env, stdout=sink, stderr=sink)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        started: set[int] = set()
+        while len(started) < 2:  # both workers logged "Application startup complete"
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, f"kefu serve --workers 2 did not start in 240 s:\n{log.read_text()}"
+            time.sleep(0.2)
+            started = {int(line["pid"]) for line in Server(url, log).lines() if "startup complete" in line["message"]}
+        assert httpx.get(f"{url}/readyz", timeout=10).status_code == 200
+        yield Server(url, log)
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+        asyncio.run(drop_database(postgres_admin_dsn, database))
+
+
+def _fresh_connections(base_url: str) -> httpx.AsyncClient:
+    """A client that opens a new connection per request, which the kernel hands to either worker."""
+    return httpx.AsyncClient(base_url=base_url, timeout=30, limits=httpx.Limits(max_keepalive_connections=0))
+
+
+async def _next(socket: ClientConnection, kind: str, limit: int = 10) -> dict[str, Any]:
+    """The next event of `kind` on a socket, skipping others (deltas, queue snapshots)."""
+    for _ in range(limit):
+        event: dict[str, Any] = json.loads(await asyncio.wait_for(socket.recv(), timeout=10))
+        if event["type"] == kind:
+            return event
+    raise AssertionError(f"no {kind} event within {limit} events")
+
+
+async def test_an_agent_on_one_worker_talks_live_with_a_customer_on_the_other(server: Server) -> None:
+    async with AsyncExitStack() as sockets, _fresh_connections(server.url) as http:
+        console = await sockets.enter_async_context(connect(f"{server.ws_url}/v1/console/ws"))
+        await _next(console, "queue")
+        agent_worker = server.worker_of(console)
+        for attempt in range(30):  # customers connect until one lands on the other worker
+            customer = await sockets.enter_async_context(connect(f"{server.ws_url}/v1/ws?user_id=scale-{attempt}"))
+            session = await _next(customer, "session")
+            if server.worker_of(customer) != agent_worker:
+                break
+        else:
+            pytest.fail("30 customer sockets all landed on the agent's worker")
+        customer_worker = server.worker_of(customer)
+
+        await customer.send(json.dumps({"type": "message", "text": "转人工", "client_message_id": "m1"}))
+        reply = await _next(customer, "reply")
+        assert reply["handoff"] is True and "排在第 1 位" in reply["reply"]
+        opened = await _next(console, "ticket_opened")  # published by the customer's worker
+        assert opened["ticket"]["session_id"] == session["session_id"]
+        ticket_id = opened["ticket"]["id"]
+
+        assert (await http.post(f"/v1/console/tickets/{ticket_id}/claim")).status_code == 200
+        joined = await _next(customer, "status")
+        assert joined["owner"] == "human" and joined["message"]["text"] == "人工客服 demo 已接入，正在为您服务。"
+
+        said = [f"第 {n} 条：您好，我来帮您查一下" for n in range(1, 7)]
+        for text in said:  # each POST may land on either worker; the customer hears every one, in order
+            resp = await http.post(f"/v1/console/tickets/{ticket_id}/messages", json={"text": text})
+            assert resp.status_code == 201, resp.text
+        heard = [(await _next(customer, "agent_message"))["message"]["text"] for _ in said]
+        assert heard == said
+
+        await customer.send(json.dumps({"type": "message", "text": "好的谢谢", "client_message_id": "m2"}))
+        assert (await _next(customer, "reply"))["silent"] is True
+        relayed = await _next(console, "customer_message", limit=30)  # past the echoes of the agent's messages
+        assert relayed["ticket_id"] == ticket_id and relayed["message"]["text"] == "好的谢谢"
+
+        close = {"resolution_code": "resolved", "hand_back": True}
+        assert (await http.post(f"/v1/console/tickets/{ticket_id}/close", json=close)).status_code == 200
+        assert (await _next(customer, "status"))["owner"] == "bot"
+    posts = server.workers_serving("POST /v1/console/tickets/")
+    print(f"console on worker {agent_worker}, customer on worker {customer_worker}, agent POSTs served by {posts}")
+
+
+async def test_a_conversation_alternating_between_workers_keeps_its_state(server: Server) -> None:
+    user = f"alt-{uuid.uuid4().hex[:8]}"
+    async with _fresh_connections(server.url) as http:
+
+        async def say(text: str, session_id: str | None = None) -> dict[str, Any]:
+            resp = await http.post("/v1/chat", json={"user_id": user, "text": text, "session_id": session_id})
+            assert resp.status_code == 200, resp.text
+            body: dict[str, Any] = resp.json()
+            return body
+
+        first = await say("你好")
+        session_id = first["session_id"]
+        handed = await say("转人工", session_id)
+        assert handed["handoff"] is True and handed["session_id"] == session_id
+        waiting = [await say(f"还在吗 {n}", session_id) for n in range(6)]
+        # The session belongs to a person now (stored in PostgreSQL): whichever worker answers, the bot only
+        # tells the customer where they stand in the queue.
+        assert all(w["session_id"] == session_id and "您前面还有" in w["reply"] for w in waiting), waiting
+
+        history: list[list[tuple[str, str]]] = []
+        for _ in range(30):  # read the history until both workers have served it
+            resp = await http.get(f"/v1/sessions/{session_id}/messages")
+            assert resp.status_code == 200, resp.text
+            history.append([(m["role"], m["text"]) for m in resp.json()["messages"]])
+            if len(set(server.workers_serving(f"GET /v1/sessions/{session_id}/messages"))) == 2:
+                break
+        else:
+            pytest.fail("30 requests for the history were all served by one worker")
+    expected_user_texts = ["你好", "转人工", *(f"还在吗 {n}" for n in range(6))]
+    assert [text for role, text in history[0] if role == "user"] == expected_user_texts
+    assert all(h == history[0] for h in history), "the workers disagree about the conversation"
+    chats = server.workers_serving("POST /v1/chat")
+    print(f"turns served by workers {chats}; history by {server.workers_serving('GET /v1/sessions/')}")
+    assert len(chats) == 8
