@@ -329,6 +329,33 @@ class TracingSettings(_Strict):
     """Share of turns traced (parent-based: a sampled turn keeps all its stage spans)."""
 
 
+class ModelPrice(_Strict):
+    """What one model costs, per 1,000 tokens, in `analytics.currency`."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+
+class AnalyticsSettings(_Strict):
+    """Service analytics for operators (docs/analytics.md)."""
+
+    resolution_window_minutes: int = Field(default=30, ge=1, le=7 * 24 * 60)
+    """A conversation the customer left this long after the bot's last reply, without asking again, counts as
+    resolved by the bot."""
+    price_per_1k_input_tokens: float = Field(default=0.0, ge=0)
+    """Default price of 1,000 prompt tokens, for models without an entry in `model_prices`."""
+    price_per_1k_output_tokens: float = Field(default=0.0, ge=0)
+    model_prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    """Per-model prices by the model name recorded on replies, e.g. {"Qwen/Qwen3-8B": {"input": 0.5, "output": 2}}."""
+    currency: str = Field(default="CNY", min_length=1, max_length=8)
+
+    def price(self, model: str | None) -> ModelPrice:
+        found = self.model_prices.get(model or "")
+        if found is not None:
+            return found
+        return ModelPrice(input=self.price_per_1k_input_tokens, output=self.price_per_1k_output_tokens)
+
+
 class Settings(BaseSettings):
     """Everything kefu can be configured with."""
 
@@ -361,8 +388,9 @@ class Settings(BaseSettings):
     dialogue: DialogueSettings = Field(default_factory=DialogueSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
+    analytics: AnalyticsSettings = Field(default_factory=AnalyticsSettings)
     redis_url: str | None = None
-    """redis://host:6379/0 — shares rate limits between workers and replicas."""
+    """redis://host:6379/0 — shares rate limits and live agent/customer events between workers and replicas."""
 
     @classmethod
     def settings_customise_sources(

@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from kefu.analytics import ServiceAnalytics
 from kefu.auth.service import AccessServices, build_access
 from kefu.config import Settings
 from kefu.dialogue.agent import ToolAgent, intent_tools
 from kefu.dialogue.service import Dialogue, build_dialogue, make_clock
 from kefu.embeddings.base import Embedder
 from kefu.embeddings.shared import SharedEmbedders
-from kefu.handoff import EventHub, HandoffService
+from kefu.handoff import EventHub, HandoffService, LocalEventHub, RedisEventHub
 from kefu.knowledge.service import KnowledgeService
 from kefu.llm.base import LLMBackend
 from kefu.llm.registry import ROLES, build_role_backends
@@ -63,6 +64,8 @@ class Services:
     """Prometheus metrics (None when `metrics.enabled` is off)."""
     tracer: TurnTracer | None = None
     """OpenTelemetry spans of turns (None unless `tracing.enabled`)."""
+    analytics: ServiceAnalytics | None = None
+    """Service reports for operators (resolution, handoffs, satisfaction, cost)."""
 
     async def aclose(self) -> None:
         if self.background_turns:
@@ -120,6 +123,15 @@ def build_tool_agent(
     if not tools:
         return None
     return ToolAgent(tools, dialogue.actions, prompts, shop, settings.dialogue.agent, flows=dialogue.library)
+
+
+def build_event_hub(settings: Settings) -> EventHub:
+    """Live delivery through Redis when it is configured (any worker or replica reaches any socket), else in process."""
+    if not settings.redis_url:
+        return LocalEventHub()
+    hub = RedisEventHub(settings.redis_url)
+    hub.start()
+    return hub
 
 
 async def build_services(
@@ -189,7 +201,11 @@ async def build_services(
         await engine.dispose()
         raise
     handoff = HandoffService(
-        store, EventHub(), prompts, shop, clock=dialogue.clock if dialogue is not None else make_clock(settings)
+        store,
+        build_event_hub(settings),
+        prompts,
+        shop,
+        clock=dialogue.clock if dialogue is not None else make_clock(settings),
     )
     deps = TurnDeps(
         settings=settings,
@@ -219,4 +235,5 @@ async def build_services(
         handoff=handoff,
         metrics=metrics,
         tracer=tracer,
+        analytics=ServiceAnalytics(store, settings.analytics, clock=handoff.clock),
     )

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import text, update
 
 from kefu.api.app import create_app
 from kefu.llm.testing import ScriptedLLM
+from kefu.llm.types import Completion, Usage
 from kefu.services import Services
 from kefu.store import ConversationStore
 from kefu.store.database import create_engine, migrate, migration_status
+from kefu.store.dialogue_models import Ticket
+from kefu.store.models import ChatMessage, ChatSession
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.postgres
@@ -132,3 +136,53 @@ async def test_a_flow_survives_a_restart_and_a_handoff_ticket_is_queued_in_postg
             )
     assert [(t.status, t.session_id) for t in tickets] == [("queued", session_id)]
     assert state == 1
+
+
+async def test_feedback_replaces_votes_and_the_analytics_report_adds_up_in_postgres(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    reply = Completion(text="您好！", model="scripted", usage=Usage(prompt_tokens=1000, completion_tokens=100))
+    settings = make_settings(
+        tmp_path,
+        database_url=postgres_url,
+        dialogue={"now": "2026-03-02T10:00:00+08:00"},
+        analytics={"price_per_1k_input_tokens": 1.0, "price_per_1k_output_tokens": 4.0},
+    )
+    app = create_app(settings, llm=ScriptedLLM([reply]))
+    async with app.router.lifespan_context(app):
+        services: Services = app.state.services
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            answered = (await client.post("/v1/chat", json={"user_id": "pg1", "text": "你好"})).json()
+            handed = (await client.post("/v1/chat", json={"user_id": "pg2", "text": "转人工"})).json()
+            [ticket] = (await client.get("/v1/console/queue")).json()
+            await client.post(f"/v1/console/tickets/{ticket['id']}/claim")
+            await client.post(
+                f"/v1/console/tickets/{ticket['id']}/close", json={"resolution_code": "resolved", "hand_back": False}
+            )
+            thumb = f"/v1/sessions/{answered['session_id']}/messages/{answered['message_id']}/feedback"
+            first = (await client.post(thumb, json={"rating": "down"})).json()
+            second = (await client.post(thumb, json={"rating": "up"})).json()
+            rated = await client.post(f"/v1/sessions/{handed['session_id']}/rating", json={"score": 3})
+            assert first["id"] == second["id"] and rated.status_code == 200
+            at = datetime(2026, 3, 2, 1, 0, tzinfo=UTC)
+            async with services.engine.begin() as conn:
+                await conn.execute(update(ChatSession.__table__).values(created_at=at))
+                await conn.execute(update(ChatMessage.__table__).values(created_at=at))
+                await conn.execute(
+                    update(Ticket.__table__).values(
+                        created_at=at,
+                        claimed_at=datetime(2026, 3, 2, 1, 2, tzinfo=UTC),
+                        closed_at=datetime(2026, 3, 2, 1, 12, tzinfo=UTC),
+                    )
+                )
+            report = (
+                await client.get(
+                    "/v1/admin/analytics", params={"from": "2026-03-02T00:00:00Z", "to": "2026-03-02T02:00:00Z"}
+                )
+            ).json()
+    assert (report["conversations"], report["resolved"], report["handed_off"]) == (2, 1, 1)
+    assert report["thumbs"] == {"up": 1, "down": 0}
+    assert (report["csat"]["ratings"], report["csat"]["average"]) == (1, 3.0)
+    assert report["handling"]["avg_first_response_s"] == 120.0 and report["handling"]["avg_handling_s"] == 600.0
+    assert {i["day"] for i in report["intents_by_day"]} == {"2026-03-02"}
+    assert report["usage"]["cost"] == 1.4 and report["usage"]["cost_per_conversation"] == 0.7

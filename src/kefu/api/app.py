@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 import kefu
 from kefu.api import health, knowledge_pages, metrics, pages, ws
 from kefu.api.admin import access as admin_access
+from kefu.api.admin import analytics as admin_analytics
 from kefu.api.admin import knowledge as admin_knowledge
 from kefu.api.admin import turns as admin_turns
 from kefu.api.auth import routes as auth_routes
@@ -101,6 +102,7 @@ def create_app(
     # Every /v1/admin router needs an operator; routes inside narrow it further (e.g. admin-only writes).
     app.include_router(admin_access.router, dependencies=[Depends(require_role("viewer"))])
     app.include_router(admin_turns.router, dependencies=[Depends(require_role("viewer"))])
+    app.include_router(admin_analytics.router, dependencies=[Depends(require_role("viewer"))])
     app.include_router(admin_knowledge.router, dependencies=[Depends(require_role("viewer"))])
     # The agent console: every route and the socket check the agent role themselves.
     app.include_router(console_routes.router)

@@ -52,7 +52,10 @@ class ChatSession(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
-    __table_args__ = (Index("ix_sessions_user_channel", "tenant_id", "user_id", "channel", "updated_at"),)
+    __table_args__ = (
+        Index("ix_sessions_user_channel", "tenant_id", "user_id", "channel", "updated_at"),
+        Index("ix_sessions_tenant_created", "tenant_id", "created_at"),
+    )
 
 
 class ChatMessage(Base):
@@ -99,6 +102,12 @@ class Feedback(Base):
     rating: Mapped[int] = mapped_column(Integer)
     comment: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (
+        # One thumb per reply: a second vote replaces the first (NULLs, the conversation ratings, are distinct).
+        Index("uq_feedback_message", "message_id", unique=True),
+        Index("ix_feedback_tenant_created", "tenant_id", "created_at"),
+    )
 
 
 class AuditEvent(Base):

@@ -29,6 +29,7 @@ T = TypeVar("T")
 _SESSIONS = cast(Table, ChatSession.__table__)
 _MESSAGES = cast(Table, ChatMessage.__table__)
 _AUDIT = cast(Table, AuditEvent.__table__)
+_FEEDBACK = cast(Table, Feedback.__table__)
 _SESSION_COLUMNS = (
     _SESSIONS.c.id,
     _SESSIONS.c.tenant_id,
@@ -105,6 +106,19 @@ class NewReply:
     error_code: str | None = None
     error: str | None = None
     trace: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackRecord:
+    """A customer's thumb on one reply (kind 'thumb', rating 1 or -1) or rating of a session ('csat', 1-5)."""
+
+    id: str
+    session_id: str
+    message_id: str | None
+    kind: str
+    rating: int
+    comment: str | None
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,22 +446,63 @@ class ConversationStore:
         message_id: str | None = None,
         comment: str | None = None,
     ) -> str:
-        async with self._writing(), self._db() as db:
+        """Record a rating of one reply (`message_id`) or of the whole session; a second one replaces the first.
+
+        Returns the feedback's id (the same id when a vote is replaced).
+        """
+
+        def transaction(conn: Connection) -> str:
+            # Serialises two votes on one session (PostgreSQL; SQLite writers queue on the store's lock).
+            conn.execute(select(_SESSIONS.c.id).where(_SESSIONS.c.id == session.id).with_for_update())
             if message_id is not None:
-                msg = await db.get(ChatMessage, message_id)
-                if msg is None or msg.session_id != session.id:
+                owner = conn.scalar(select(_MESSAGES.c.session_id).where(_MESSAGES.c.id == message_id))
+                if owner != session.id:
                     raise NotFoundError(f"message {message_id} not found in session {session.id}")
-            row = Feedback(
-                tenant_id=session.tenant_id,
-                session_id=session.id,
-                message_id=message_id,
-                kind=kind,
-                rating=rating,
-                comment=comment,
+                same = _FEEDBACK.c.message_id == message_id
+            else:
+                same = (
+                    (_FEEDBACK.c.session_id == session.id)
+                    & (_FEEDBACK.c.kind == kind)
+                    & _FEEDBACK.c.message_id.is_(None)
+                )
+            values = {"kind": kind, "rating": rating, "comment": comment, "created_at": utcnow()}
+            existing = conn.scalar(select(_FEEDBACK.c.id).where(same).limit(1))
+            if existing is not None:
+                conn.execute(update(_FEEDBACK).where(_FEEDBACK.c.id == existing).values(**values))
+                return str(existing)
+            feedback_id = new_id()
+            conn.execute(
+                insert(_FEEDBACK).values(
+                    id=feedback_id, tenant_id=session.tenant_id, session_id=session.id, message_id=message_id, **values
+                )
             )
-            db.add(row)
-            await db.commit()
-            return row.id
+            return feedback_id
+
+        return await self._run(transaction, write=True)
+
+    async def list_feedback(
+        self, *, tenant_id: str, start: datetime, end: datetime, limit: int = 100
+    ) -> list[FeedbackRecord]:
+        """The tenant's feedback given in [start, end), newest first."""
+        query = (
+            select(_FEEDBACK)
+            .where(_FEEDBACK.c.tenant_id == tenant_id, _FEEDBACK.c.created_at >= start, _FEEDBACK.c.created_at < end)
+            .order_by(_FEEDBACK.c.created_at.desc(), _FEEDBACK.c.id.desc())
+            .limit(limit)
+        )
+        rows = await self._run(lambda conn: conn.execute(query).all(), write=False)
+        return [
+            FeedbackRecord(
+                id=r.id,
+                session_id=r.session_id,
+                message_id=r.message_id,
+                kind=r.kind,
+                rating=r.rating,
+                comment=r.comment,
+                created_at=aware(r.created_at),
+            )
+            for r in rows
+        ]
 
     async def audit(
         self,
@@ -518,8 +573,7 @@ class ConversationStore:
 
     @staticmethod
     async def _delete_sessions(conn: AsyncConnection, ids: list[str]) -> None:
-        feedback = cast(Table, Feedback.__table__)
-        dependents = [cast(Table, DialogueStateRow.__table__), cast(Table, Ticket.__table__), feedback]
+        dependents = [cast(Table, DialogueStateRow.__table__), cast(Table, Ticket.__table__), _FEEDBACK]
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             # Explicit deletes: not every database enforces ON DELETE CASCADE (SQLite needs a pragma).

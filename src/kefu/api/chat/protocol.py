@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -98,3 +98,35 @@ class MessageOut(BaseModel):
 class SessionMessages(BaseModel):
     session_id: str
     messages: list[MessageOut]
+
+
+MAX_COMMENT_CHARS = 1000
+
+
+class ReplyFeedback(BaseModel):
+    """A customer's thumb on one reply."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rating: Literal["up", "down"]
+    comment: str | None = Field(default=None, max_length=MAX_COMMENT_CHARS)
+
+
+class ConversationRating(BaseModel):
+    """A customer's rating of the whole conversation (CSAT)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    score: int = Field(ge=1, le=5, description="1 (very unhappy) to 5 (very happy).")
+    comment: str | None = Field(default=None, max_length=MAX_COMMENT_CHARS)
+
+
+class FeedbackOut(BaseModel):
+    """Stored feedback; a second vote on the same reply (or a second rating) replaces the first, same id."""
+
+    id: str
+    session_id: str
+    message_id: str | None
+    kind: Literal["thumb", "csat"]
+    rating: int = Field(description="thumb: 1 (up) or -1 (down); csat: the score 1-5.")
+    comment: str | None

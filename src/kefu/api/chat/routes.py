@@ -9,17 +9,29 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from kefu.api.chat.protocol import SESSION_ID_PATTERN, ChatRequest, ChatResponse, MessageOut, SessionMessages
+from kefu.api.chat.protocol import (
+    SESSION_ID_PATTERN,
+    ChatRequest,
+    ChatResponse,
+    ConversationRating,
+    FeedbackOut,
+    MessageOut,
+    ReplyFeedback,
+    SessionMessages,
+)
 from kefu.api.dependencies import ServicesDep
 from kefu.api.errors import error_body
-from kefu.api.security import Caller, ChannelCaller, SessionReader, limit_customer
+from kefu.api.security import Caller, ChannelCaller, SessionReader, access_of, limit_customer
 from kefu.api.streaming import Delta, Finished, Started, stream_turn
 from kefu.api.turns import make_turn
-from kefu.errors import KefuError, NotFoundError, StoreUnavailableError
+from kefu.errors import KefuError, NotFoundError, StoreUnavailableError, UserError
 from kefu.pipeline import TurnInput
 from kefu.services import Services
+from kefu.store import SessionRecord
 
 router = APIRouter(prefix="/v1", tags=["chat"])
+RATED_ROLES = ("assistant", "agent")
+_MESSAGE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 ERROR_RESPONSES: dict[int | str, dict[str, str]] = {
     400: {"description": "Invalid message (empty or too long)"},
@@ -96,8 +108,69 @@ async def session_messages(
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> SessionMessages:
     """The session's messages, oldest first (the newest `limit` of them)."""
-    if caller.customer is not None and caller.customer.session_id != session_id:
-        raise NotFoundError(f"session {session_id} not found")  # a customer token opens its own session only
-    session = await services.store.get_session(session_id, tenant_id=caller.tenant_id)
+    session = await _readable_session(services, caller, session_id)  # a customer token opens its own session only
     records = await services.store.list_messages(session.id, limit=limit, tenant_id=session.tenant_id)
     return SessionMessages(session_id=session.id, messages=[MessageOut.from_record(r) for r in records])
+
+
+async def _readable_session(services: Services, caller: Caller, session_id: str) -> SessionRecord:
+    """The session, if this caller may read it: its own customer token, or a channel key of its tenant."""
+    if caller.customer is not None and caller.customer.session_id != session_id:
+        raise NotFoundError(f"session {session_id} not found")
+    return await services.store.get_session(session_id, tenant_id=caller.tenant_id)
+
+
+def _redacted(services: Services, comment: str | None) -> str | None:
+    """A comment is customer text: personal data in it is replaced before it is stored."""
+    text = (comment or "").strip()
+    if not text:
+        return None
+    if services.access is None:
+        return text
+    safety = access_of(services).safety
+    return safety.redactor.redact(text, safety.vault(None)).text
+
+
+@router.post(
+    "/sessions/{session_id}/messages/{message_id}/feedback", response_model=FeedbackOut, responses=ERROR_RESPONSES
+)
+async def reply_feedback(
+    session_id: Annotated[str, Path(pattern=SESSION_ID_PATTERN)],
+    message_id: Annotated[str, Path(pattern=_MESSAGE_ID_PATTERN)],
+    body: ReplyFeedback,
+    services: ServicesDep,
+    caller: SessionReader,
+) -> FeedbackOut:
+    """Thumb up or down on one reply of the assistant or an agent; voting again replaces the earlier vote."""
+    session = await _readable_session(services, caller, session_id)
+    await limit_customer(services, caller, session.user_id)
+    message = await services.store.get_message(message_id, tenant_id=session.tenant_id)
+    if message.session_id != session.id:
+        raise NotFoundError(f"message {message_id} not found in session {session_id}")
+    if message.role not in RATED_ROLES:
+        raise UserError(f"message {message_id} is a {message.role} message: only replies can be rated")
+    rating = 1 if body.rating == "up" else -1
+    comment = _redacted(services, body.comment)
+    feedback_id = await services.store.add_feedback(
+        session=session, kind="thumb", rating=rating, message_id=message.id, comment=comment
+    )
+    return FeedbackOut(
+        id=feedback_id, session_id=session.id, message_id=message.id, kind="thumb", rating=rating, comment=comment
+    )
+
+
+@router.post("/sessions/{session_id}/rating", response_model=FeedbackOut, responses=ERROR_RESPONSES)
+async def rate_conversation(
+    session_id: Annotated[str, Path(pattern=SESSION_ID_PATTERN)],
+    body: ConversationRating,
+    services: ServicesDep,
+    caller: SessionReader,
+) -> FeedbackOut:
+    """Rate the whole conversation 1-5 (CSAT), with an optional comment; rating again replaces the rating."""
+    session = await _readable_session(services, caller, session_id)
+    await limit_customer(services, caller, session.user_id)
+    comment = _redacted(services, body.comment)
+    feedback_id = await services.store.add_feedback(session=session, kind="csat", rating=body.score, comment=comment)
+    return FeedbackOut(
+        id=feedback_id, session_id=session.id, message_id=None, kind="csat", rating=body.score, comment=comment
+    )

@@ -21,6 +21,7 @@
   const STRINGS = {
     zh: {
       appTitle: "客服工作台",
+      analytics: "服务分析",
       signinLead: "请使用客服账号登录。",
       username: "用户名",
       password: "密码",
@@ -89,6 +90,7 @@
     },
     en: {
       appTitle: "Agent console",
+      analytics: "Analytics",
       signinLead: "Sign in with your agent account.",
       username: "Username",
       password: "Password",

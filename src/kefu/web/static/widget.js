@@ -64,6 +64,23 @@
       error: "抱歉，服务暂时出了点问题，请稍后再试。",
       charsLeft: (n) => `还可输入 ${n} 字`,
       unread: (n) => `${n} 条未读消息`,
+      feedback: {
+        label: "这条回复有帮助吗？",
+        up: "有帮助",
+        down: "没有帮助",
+        thanks: "感谢您的反馈！",
+        failed: "反馈未能提交，请稍后再试。",
+      },
+      rating: {
+        open: "评价本次服务",
+        prompt: "您对本次服务满意吗？",
+        stars: ["非常不满意", "不满意", "一般", "满意", "非常满意"],
+        star: (n, label) => `${n} 星：${label}`,
+        comment: "留言（选填）",
+        submit: "提交评价",
+        thanks: "感谢您的评价！",
+        failed: "评价未能提交，请稍后再试。",
+      },
     },
     en: {
       title: "Customer service",
@@ -94,6 +111,23 @@
       error: "Sorry, something went wrong on our side. Please try again shortly.",
       charsLeft: (n) => `${n} characters left`,
       unread: (n) => (n === 1 ? "1 unread message" : `${n} unread messages`),
+      feedback: {
+        label: "Was this reply helpful?",
+        up: "Helpful",
+        down: "Not helpful",
+        thanks: "Thanks for your feedback!",
+        failed: "Your feedback could not be sent. Please try again later.",
+      },
+      rating: {
+        open: "Rate this chat",
+        prompt: "How satisfied are you with this chat?",
+        stars: ["Very unsatisfied", "Unsatisfied", "Okay", "Satisfied", "Very satisfied"],
+        star: (n, label) => `${n} ${n === 1 ? "star" : "stars"}: ${label}`,
+        comment: "Comment (optional)",
+        submit: "Send rating",
+        thanks: "Thank you for rating this chat!",
+        failed: "Your rating could not be sent. Please try again later.",
+      },
     },
   };
 
@@ -109,6 +143,15 @@
     close: icon('<path d="M6 6l12 12M18 6L6 18"/>'),
     chevronDown: icon('<path d="M6 9l6 6 6-6"/>'),
     send: icon('<path d="M12 19V5.5M5.5 12L12 5.5 18.5 12"/>'),
+    thumbUp: icon(
+      '<path d="M7 11v9H4.5A1.5 1.5 0 0 1 3 18.5v-6A1.5 1.5 0 0 1 4.5 11z"/>' +
+        '<path d="M7 11l4-7.5a2 2 0 0 1 2.5 2.3L12.8 10H19a2 2 0 0 1 2 2.3l-1.2 6.4A2 2 0 0 1 17.8 20H7"/>',
+    ),
+    thumbDown: icon(
+      '<path d="M17 13V4h2.5A1.5 1.5 0 0 1 21 5.5v6a1.5 1.5 0 0 1-1.5 1.5z"/>' +
+        '<path d="M17 13l-4 7.5a2 2 0 0 1-2.5-2.3l.7-4.2H5a2 2 0 0 1-2-2.3l1.2-6.4A2 2 0 0 1 6.2 4H17"/>',
+    ),
+    star: icon('<path d="M12 3.5l2.6 5.3 5.9.9-4.3 4.1 1 5.8-5.2-2.7-5.2 2.7 1-5.8-4.3-4.1 5.9-.9z"/>'),
     headset: icon(
       '<path d="M4 14v-2a8 8 0 0 1 16 0v2"/><rect x="3" y="13" width="4" height="6" rx="1.5"/>' +
         '<rect x="17" y="13" width="4" height="6" rx="1.5"/><path d="M19 19c0 1.5-2 2-5 2"/>',
@@ -317,11 +360,14 @@
 
   /** Renders the launcher and the panel; knows nothing about the protocol. */
   class ChatView {
-    constructor(config, t, { onSubmit, onOpen }) {
+    constructor(config, t, { onSubmit, onOpen, onFeedback, onRate, voteOf }) {
       this.t = t;
       this.linkBase = config.server;
       this.onSubmit = onSubmit;
       this.onOpen = onOpen;
+      this.onFeedback = onFeedback; // (message id, "up" | "down") → Promise
+      this.onRate = onRate; // (score 1-5, comment) → Promise
+      this.voteOf = voteOf; // message id → the customer's earlier vote, if any
       this.unread = 0;
       this.userBubbles = new Map(); // client_message_id → customer message element
       this.replies = new Map(); // client_message_id → bot reply element
@@ -361,6 +407,15 @@
           h("h2", { class: "kefu-title" }, title),
           h("div", { class: "kefu-statusline" }, this.status, this.mode),
         ),
+        (this.rateButton = h("button", {
+          class: "kefu-rate-open",
+          type: "button",
+          "aria-label": t.rating.open,
+          title: t.rating.open,
+          html: ICONS.star,
+          hidden: true,
+          onclick: () => this.showRating(),
+        })),
         h("button", {
           class: "kefu-close",
           type: "button",
@@ -417,6 +472,8 @@
         this.sendButton,
       );
 
+      this.rating = this.ratingForm();
+
       this.panel = h(
         "section",
         {
@@ -429,6 +486,7 @@
         header,
         this.banner,
         this.log,
+        this.rating,
         composer,
         this.counter,
       );
@@ -438,6 +496,116 @@
         this.panel,
         this.launcher,
       );
+    }
+
+    /** The 1-5 star rating of the whole chat, with an optional comment (hidden until asked for). */
+    ratingForm() {
+      const { rating } = this.t;
+      this.score = 0;
+      this.stars = rating.stars.map((label, i) =>
+        h("button", {
+          class: "kefu-star",
+          type: "button",
+          "data-score": i + 1,
+          "aria-label": rating.star(i + 1, label),
+          "aria-pressed": "false",
+          title: label,
+          html: ICONS.star,
+          onclick: () => this.pickScore(i + 1),
+        }),
+      );
+      this.ratingComment = h("textarea", {
+        class: "kefu-rating-comment",
+        rows: "2",
+        maxlength: "1000",
+        "aria-label": rating.comment,
+        placeholder: rating.comment,
+      });
+      this.ratingSubmit = h("button", { class: "kefu-rating-submit", type: "submit", disabled: true }, rating.submit);
+      this.ratingStatus = h("p", { class: "kefu-rating-status", role: "status" });
+      const title = h("p", { class: "kefu-rating-title", id: "kefu-rating-title" }, rating.prompt);
+      return h(
+        "form",
+        {
+          class: "kefu-rating",
+          "aria-labelledby": "kefu-rating-title",
+          hidden: true,
+          onsubmit: (event) => {
+            event.preventDefault();
+            this.submitRating();
+          },
+        },
+        title,
+        h("div", { class: "kefu-stars", role: "group", "aria-labelledby": "kefu-rating-title" }, ...this.stars),
+        this.ratingComment,
+        h("div", { class: "kefu-rating-actions" }, this.ratingStatus, this.ratingSubmit),
+      );
+    }
+
+    /** The "rate this chat" control appears once there is a conversation to rate. */
+    setRatable(ratable) {
+      this.rateButton.hidden = !ratable;
+    }
+
+    /** Opens the rating form; `focus: false` when the chat asks by itself (a handoff ended). */
+    showRating({ focus = true } = {}) {
+      this.rating.hidden = false;
+      this.ratingStatus.textContent = "";
+      if (focus) this.stars[Math.max(0, this.score - 1)].focus();
+    }
+
+    pickScore(score) {
+      this.score = score;
+      for (const star of this.stars) {
+        const value = Number(star.dataset.score);
+        star.setAttribute("aria-pressed", String(value === score));
+        star.toggleAttribute("data-on", value <= score);
+      }
+      this.ratingSubmit.disabled = false;
+    }
+
+    async submitRating() {
+      if (!this.score) return;
+      this.ratingSubmit.disabled = true;
+      try {
+        await this.onRate(this.score, this.ratingComment.value.trim() || null);
+        this.ratingStatus.textContent = this.t.rating.thanks;
+        this.rating.dataset.sent = "";
+      } catch {
+        this.ratingStatus.textContent = this.t.rating.failed;
+      } finally {
+        this.ratingSubmit.disabled = false;
+      }
+    }
+
+    /** Thumbs up and down under a bot reply; the customer's earlier vote is shown pressed. */
+    renderFeedback(el, messageId) {
+      el.querySelector(".kefu-feedback")?.remove();
+      const { feedback } = this.t;
+      const status = h("span", { class: "kefu-feedback-status", role: "status" });
+      const buttons = ["up", "down"].map((rating) =>
+        h("button", {
+          class: `kefu-vote kefu-vote--${rating}`,
+          type: "button",
+          "data-rating": rating,
+          "aria-label": feedback[rating],
+          "aria-pressed": String(this.voteOf(messageId) === rating),
+          title: feedback[rating],
+          html: rating === "up" ? ICONS.thumbUp : ICONS.thumbDown,
+          onclick: async () => {
+            try {
+              await this.onFeedback(messageId, rating);
+              for (const button of buttons) {
+                button.setAttribute("aria-pressed", String(button.dataset.rating === rating));
+              }
+              status.textContent = feedback.thanks;
+            } catch {
+              status.textContent = feedback.failed;
+            }
+          },
+        }),
+      );
+      el.append(h("div", { class: "kefu-feedback", role: "group", "aria-label": feedback.label }, ...buttons, status));
     }
 
     /** Attaches to the page; stays hidden until the stylesheet has loaded (no unstyled flash). */
@@ -617,6 +785,7 @@
       el.dataset.id = reply.id ?? "";
       if (reply.error) el.dataset.error = "";
       this.renderCitations(el, reply.citations);
+      if (reply.id && !reply.error) this.renderFeedback(el, reply.id);
       if (clientMessageId) this.replies.delete(clientMessageId);
       delete el.dataset.live;
       if (!streamed) this.appendSettled(el);
@@ -741,6 +910,9 @@
       this.view = new ChatView(config, this.t, {
         onSubmit: (text) => this.send(text),
         onOpen: () => this.connection.start(),
+        onFeedback: (messageId, rating) => this.sendFeedback(messageId, rating),
+        onRate: (score, comment) => this.sendRating(score, comment),
+        voteOf: (messageId) => this.store.get(`vote:${messageId}`),
       });
       this.connection = new Connection(() => this.socketUrl(), {
         onEvent: (event) => this.handle(event),
@@ -797,6 +969,31 @@
       this.token = this.remember("token", grant.token);
     }
 
+    /** POST to the session's own endpoints with the customer token; throws on anything but 2xx. */
+    async postToSession(path, body) {
+      await this.ensureToken();
+      const headers = { "Content-Type": "application/json" };
+      if (this.token) headers.Authorization = `Bearer ${this.token}`;
+      const url = `${this.config.server}/v1/sessions/${encodeURIComponent(this.sessionId)}${path}`;
+      const response = await fetch(url, {
+        method: "POST",
+        headers,
+        body: JSON.stringify(body),
+        signal: AbortSignal.timeout(HISTORY_TIMEOUT_MS),
+      });
+      if (!response.ok) throw new Error(`kefu: feedback not stored (${response.status})`);
+      return response.json();
+    }
+
+    async sendFeedback(messageId, rating) {
+      await this.postToSession(`/messages/${encodeURIComponent(messageId)}/feedback`, { rating });
+      this.store.set(`vote:${messageId}`, rating);
+    }
+
+    sendRating(score, comment) {
+      return this.postToSession("/rating", { score, comment });
+    }
+
     send(text) {
       const clientMessageId = uuid();
       this.outbox.set(clientMessageId, text);
@@ -851,6 +1048,7 @@
             this.setMode(event.status === "queued" ? "queued" : "agent");
           } else if (event.status === "closed") {
             this.setMode("bot");
+            this.view.showRating({ focus: false });
           }
           break;
         case "error":
@@ -891,6 +1089,7 @@
       this.handoffStatus = human ? "assigned" : "closed";
       this.setMode(human ? "agent" : "bot", human ? event.agent : null);
       if (event.message && this.showStored({ ...event.message, role: "system" })) this.view.notifyUnread();
+      if (!human) this.view.showRating({ focus: false }); // the agent is done: ask how it went
     }
 
     setMode(mode, agentName) {
@@ -905,6 +1104,7 @@
         this.shown.clear();
       }
       this.sessionId = this.remember("session_id", sessionId);
+      this.view.setRatable(true);
       const round = ++this.syncRound;
       await this.syncHistory();
       if (round !== this.syncRound || this.connection.status !== "open") return;

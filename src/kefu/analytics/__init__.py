@@ -1,0 +1,27 @@
+"""Service analytics for operators: resolution, handoffs, satisfaction, intents, gaps, handling time and cost."""
+
+from kefu.analytics.report import (
+    Csat,
+    Handling,
+    IntentCount,
+    ModelUsage,
+    QuestionCount,
+    ReasonCount,
+    ServiceAnalytics,
+    ServiceReport,
+    Thumbs,
+    Usage,
+)
+
+__all__ = [
+    "Csat",
+    "Handling",
+    "IntentCount",
+    "ModelUsage",
+    "QuestionCount",
+    "ReasonCount",
+    "ServiceAnalytics",
+    "ServiceReport",
+    "Thumbs",
+    "Usage",
+]
