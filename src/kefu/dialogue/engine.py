@@ -26,6 +26,7 @@ from kefu.dialogue.guardrail import check_identity
 from kefu.dialogue.state import FlowRun, Identity, SessionDialogue
 from kefu.dialogue.templates import FlowTemplates
 from kefu.language import Language
+from kefu.safety.pii import PLACEHOLDER
 from kefu.shop import Bilingual
 from kefu.understanding.types import Entity
 
@@ -146,7 +147,6 @@ class _Finished(Exception):
 
 
 ORDER_ENTITY = "order_number"
-_PII_TOKEN = re.compile(r"\[[A-Z]+_\d+(?::[0-9Xx]{4})?\]")
 
 
 class FlowEngine:
@@ -638,10 +638,10 @@ class FlowEngine:
 
     def _extract(self, spec: SlotSpec, turn: FlowTurn, *, prefill: bool) -> Any:
         value = self._recognise(spec, turn, prefill=prefill)
-        if isinstance(value, str) and _PII_TOKEN.search(value):
+        if isinstance(value, str) and PLACEHOLDER.search(value):
             # The input guard masked personal data ("文三路100号" → "[ADDRESS_1]"); the task needs the real value,
             # and only this turn's vault is sure to hold it, so it is swapped back now and kept in the slot.
-            real = _PII_TOKEN.sub(lambda m: turn.resolve_pii(m.group(0)) or m.group(0), value)
+            real = PLACEHOLDER.sub(lambda m: turn.resolve_pii(m.group(0)) or m.group(0), value)
             value = _TypedValue(real, value.entity_type) if isinstance(value, _TypedValue) else real
         return value
 

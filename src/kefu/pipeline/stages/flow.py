@@ -10,6 +10,7 @@ from kefu.dialogue.engine import FlowOutcome, FlowTurn
 from kefu.dialogue.flows import Flow
 from kefu.pipeline.context import TurnContext
 from kefu.pipeline.deps import TurnDeps
+from kefu.safety.pii import PLACEHOLDER
 from kefu.understanding.catalogue import Handler
 from kefu.understanding.router import OOS_HANDLER
 from kefu.understanding.types import Entity
@@ -22,7 +23,7 @@ def _language_neutral(text: str, entities: Sequence[Entity]) -> bool:
     for entity in entities:
         if entity.text:
             text = text.replace(entity.text, " ")
-    text = re.sub(r"\[[A-Z]+_\d+(?::[0-9Xx]{4})?\]", " ", text)
+    text = PLACEHOLDER.sub(" ", text)
     return not re.search(r"[A-Za-z]{2,}|[\u4e00-\u9fff]", text)
 
 

@@ -13,6 +13,7 @@ from kefu.language import detect_language, language_mix
 from kefu.llm.types import Message
 from kefu.pipeline.context import TurnContext
 from kefu.pipeline.deps import TurnDeps
+from kefu.safety.pii import PLACEHOLDER
 from kefu.store import MessageRecord
 from kefu.understanding.catalogue import Handler
 from kefu.understanding.router import OOS_HANDLER
@@ -42,6 +43,11 @@ def dialogue_state(records: list[MessageRecord], owner: str) -> DialogueState:
     )
 
 
+def _words_language(text: str) -> str | None:
+    """The scripts of the customer's own words; a placeholder ("[PHONE_1:0827]") is no word of theirs."""
+    return language_mix(PLACEHOLDER.sub(" ", text))
+
+
 class UnderstandTurn:
     """Fills ctx.intent, ctx.language and ctx.understanding; hands off to a person when the router says so."""
 
@@ -69,11 +75,11 @@ class UnderstandTurn:
                 for r in earlier
                 if r.role in ("user", "assistant", "agent") and r.error_code is None
             ]
-            if language_mix(ctx.input.text) is None:
+            if _words_language(ctx.input.text) is None:
                 # "LM26110133" or "0827" alone: answer in the language the customer has been writing in
-                said = next((r.text for r in reversed(earlier) if r.role == "user" and language_mix(r.text)), None)
+                said = next((r.text for r in reversed(earlier) if r.role == "user" and _words_language(r.text)), None)
                 if said is not None:
-                    ctx.language = detect_language(said)
+                    ctx.language = detect_language(PLACEHOLDER.sub(" ", said))
         settings = deps.settings.understanding
         llm = deps.llm("classification") if settings.llm_fallback else None
         result = await understanding.analyse_async(
