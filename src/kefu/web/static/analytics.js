@@ -7,8 +7,7 @@
 (() => {
   "use strict";
 
-  const TOKEN_KEY = "kefu.console.token";
-  const USER_KEY = "kefu.console.user";
+  const { h, ApiError, session } = window.KefuConsole;
   const DEFAULT_DAYS = 7;
   const DAY_MS = 86_400_000;
 
@@ -146,18 +145,6 @@
   const locale = lang === "zh" ? "zh-CN" : "en";
   const $ = (id) => document.getElementById(id);
 
-  /** Creates an element with text children only (never HTML from the server). */
-  function h(tag, props = {}, ...children) {
-    const el = document.createElement(tag);
-    for (const [key, value] of Object.entries(props)) {
-      if (value == null || value === false) continue;
-      if (key === "class") el.className = value;
-      else el.setAttribute(key, value === true ? "" : String(value));
-    }
-    el.append(...children.filter((child) => child != null && child !== ""));
-    return el;
-  }
-
   const percent = (share) => (share == null ? "–" : `${(share * 100).toFixed(1)}%`);
   const number = (n) => (n == null ? "–" : n.toLocaleString(locale));
   const money = (amount, currency) => (amount == null ? "–" : `${amount.toFixed(4)} ${currency}`);
@@ -170,16 +157,9 @@
     return minutes ? `${minutes}m ${String(s % 60).padStart(2, "0")}s` : `${s}s`;
   }
 
-  class ApiError extends Error {
-    constructor(status, body) {
-      super(body?.error?.message || `HTTP ${status}`);
-      this.status = status;
-    }
-  }
-
   class Analytics {
     constructor() {
-      this.token = sessionStorage.getItem(TOKEN_KEY);
+      this.token = session.token();
     }
 
     start() {
@@ -198,8 +178,7 @@
         this.signIn();
       });
       $("signout").addEventListener("click", () => {
-        sessionStorage.removeItem(TOKEN_KEY);
-        sessionStorage.removeItem(USER_KEY);
+        session.signOut();
         location.reload();
       });
       this.load();
@@ -246,16 +225,7 @@
       const password = $("signin-password").value;
       $("signin-submit").disabled = true;
       try {
-        const response = await fetch("/v1/auth/login", {
-          method: "POST",
-          headers: { "Content-Type": "application/json" },
-          body: JSON.stringify({ username, password }),
-        });
-        const data = await response.json().catch(() => null);
-        if (!response.ok) throw new ApiError(response.status, data);
-        this.token = data.access_token;
-        sessionStorage.setItem(TOKEN_KEY, this.token);
-        sessionStorage.setItem(USER_KEY, username);
+        this.token = await session.signIn(username, password);
         $("signin-password").value = "";
         await this.load();
       } catch (error) {
@@ -269,7 +239,7 @@
 
     showSignIn(message) {
       this.token = null;
-      sessionStorage.removeItem(TOKEN_KEY);
+      session.dropToken();
       $("analytics").hidden = true;
       $("signin").hidden = false;
       const el = $("signin-error");

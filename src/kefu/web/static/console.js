@@ -10,8 +10,7 @@
 (() => {
   "use strict";
 
-  const TOKEN_KEY = "kefu.console.token";
-  const USER_KEY = "kefu.console.user";
+  const { h, ApiError, session } = window.KefuConsole;
   const RETRY_BASE_MS = 500;
   const RETRY_MAX_MS = 10_000;
   const HEARTBEAT_MS = 20_000;
@@ -163,19 +162,6 @@
   const t = STRINGS[lang];
   const $ = (id) => document.getElementById(id);
 
-  /** Creates an element with text children only (never HTML from the server). */
-  function h(tag, props = {}, ...children) {
-    const el = document.createElement(tag);
-    for (const [key, value] of Object.entries(props)) {
-      if (value == null || value === false) continue;
-      if (key === "class") el.className = value;
-      else if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
-      else el.setAttribute(key, value === true ? "" : String(value));
-    }
-    el.append(...children.filter((child) => child != null && child !== ""));
-    return el;
-  }
-
   function duration(seconds) {
     const s = Math.max(0, Math.floor(seconds));
     const hours = Math.floor(s / 3600);
@@ -200,19 +186,11 @@
     }
   }
 
-  class ApiError extends Error {
-    constructor(status, body) {
-      super(body?.error?.message || `HTTP ${status}`);
-      this.status = status;
-      this.code = body?.error?.code;
-    }
-  }
-
   // ---------------------------------------------------------------- the console
 
   class Console {
     constructor() {
-      this.token = sessionStorage.getItem(TOKEN_KEY);
+      this.token = session.token();
       this.me = null;
       this.tickets = new Map(); // id → ticket from the latest queue snapshot
       this.snapshotAt = performance.now();
@@ -290,16 +268,7 @@
       const password = $("signin-password").value;
       $("signin-submit").disabled = true;
       try {
-        const response = await fetch("/v1/auth/login", {
-          method: "POST",
-          headers: { "Content-Type": "application/json" },
-          body: JSON.stringify({ username, password }),
-        });
-        const data = await response.json().catch(() => null);
-        if (!response.ok) throw new ApiError(response.status, data);
-        this.token = data.access_token;
-        sessionStorage.setItem(TOKEN_KEY, this.token);
-        sessionStorage.setItem(USER_KEY, username);
+        this.token = await session.signIn(username, password);
         $("signin-password").value = "";
         await this.boot();
       } catch (error) {
@@ -310,8 +279,7 @@
     }
 
     signOut() {
-      sessionStorage.removeItem(TOKEN_KEY);
-      sessionStorage.removeItem(USER_KEY);
+      session.signOut();
       this.token = null;
       location.reload();
     }
@@ -319,7 +287,7 @@
     showSignIn(message) {
       this.disconnect();
       this.token = null;
-      sessionStorage.removeItem(TOKEN_KEY);
+      session.dropToken();
       $("workspace").hidden = true;
       $("signin").hidden = false;
       if (message) this.showError("signin-error", message);
@@ -330,7 +298,7 @@
       $("signin").hidden = true;
       $("workspace").hidden = false;
       $("signout").hidden = !this.token;
-      $("whoami").textContent = this.token ? (sessionStorage.getItem(USER_KEY) ?? "") : "demo";
+      $("whoami").textContent = this.token ? (session.user() ?? "") : "demo";
     }
 
     showError(id, message) {
