@@ -38,6 +38,16 @@ class LLMBackendSettings(_Strict):
     max_retries: int = Field(default=2, ge=0, le=10)
     circuit_failure_threshold: int = Field(default=5, ge=1)
     circuit_reset_s: float = Field(default=30.0, gt=0)
+    cache_prompt: bool = False
+    """llama.cpp server: send `cache_prompt: true`, so it reuses the KV cache of the longest matching prompt prefix
+    (newer servers do by default). Leave off for servers that reject unknown fields (OpenAI, DashScope)."""
+    # concurrency: at most max_concurrency requests in flight per backend and worker; the rest wait in a fair queue
+    max_concurrency: int | None = Field(default=None, ge=1, le=4096)
+    """Requests sent to this backend at once by one kefu worker; default `n_parallel` (embedded) or 32."""
+    max_queue: int = Field(default=256, ge=0, le=100_000)
+    """Requests that may wait for a slot; beyond it a request fails at once with `llm_busy`."""
+    queue_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    """How long a request waits for a slot before it fails with `llm_busy`."""
     # generation defaults
     max_tokens: int = Field(default=384, ge=1)
     temperature: float = Field(default=0.3, ge=0, le=2)
@@ -64,6 +74,9 @@ class LLMRoleOverride(_Strict):
     api_key: SecretStr | None = None
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
+    max_concurrency: int | None = Field(default=None, ge=1, le=4096)
+    max_queue: int | None = Field(default=None, ge=0, le=100_000)
+    queue_timeout_s: float | None = Field(default=None, gt=0, le=3600)
 
 
 class LLMSettings(LLMBackendSettings):
@@ -157,6 +170,9 @@ class EmbeddingSettings(_Strict):
     passage_prefix: str = ""
     """Prepended to passages by the `openai` backend; e5 models on a server need "passage: "."""
     batch_size: int = Field(default=32, ge=1, le=2048)
+    batch_wait_ms: float = Field(default=2.0, ge=0, le=100)
+    """How long a query embedding waits for concurrent ones to share its model batch (at most `batch_size` texts);
+    0 batches only what queued up while the model was busy."""
     timeout_s: float = Field(default=30.0, gt=0)
 
     @model_validator(mode="after")
@@ -228,7 +244,10 @@ class PrivacySettings(_Strict):
     extra_patterns: dict[str, str] = Field(default_factory=dict)
     """More PII kinds to redact: KIND → regular expression, e.g. {"MEMBER": "VIP\\d{8}"}."""
     retention_days: int | None = Field(default=None, ge=1)
-    """`kefu privacy purge` deletes conversations older than this when no --older-than-days is given."""
+    """Conversations idle longer than this are deleted: by the server every `purge_interval_s`, and by
+    `kefu privacy purge` when no --older-than-days is given. None keeps them."""
+    purge_interval_s: float = Field(default=3600.0, gt=0)
+    """How often the server's scheduled purge runs (once per interval across all workers and replicas)."""
 
     @model_validator(mode="after")
     def _needs_key(self) -> PrivacySettings:
@@ -254,6 +273,10 @@ class GuardSettings(_Strict):
     """Use the embedding classifier for messages the patterns find suspicious but do not decide."""
     cache_dir: Path | None = None
     """Where the classifier's example embeddings are cached; default `<data_dir>/safety`."""
+    openai_stream: Literal["checked", "whole"] = "checked"
+    """`POST /v1/chat/completions` with stream=true: `checked` streams text once it passed the streaming checks and
+    ends a withdrawn reply with finish_reason "content_filter"; `whole` sends the reply in one chunk once it passed
+    every check (an OpenAI client cannot take text back). See docs/security.md."""
 
 
 class AuthSettings(_Strict):
@@ -308,6 +331,27 @@ class DialogueSettings(_Strict):
     agent: AgentSettings = Field(default_factory=AgentSettings)
 
 
+class AnswerCacheSettings(_Strict):
+    """The answer cache: knowledge and curated answers served again without the model (docs/cache.md)."""
+
+    enabled: bool = True
+    exact: bool = True
+    """Serve a repeated question (same normalised text, language and tenant) before understanding runs."""
+    semantic: bool = True
+    """Serve a paraphrase: same intent, language and retrieved passages, and a similar question embedding."""
+    semantic_threshold: float = Field(default=0.96, gt=0, le=1)
+    """Cosine similarity to a cached question from which a paraphrase is served (calibrate: `kefu eval cache`)."""
+    backend: Literal["auto", "memory", "redis"] = "auto"
+    """`auto`: Redis when `redis_url` is set (shared by every worker and replica), else in process."""
+    max_entries: int = Field(default=10_000, ge=1, le=10_000_000)
+    max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    """Entries and bytes kept at most (per worker in memory, per deployment in Redis); the least used go first."""
+    ttl_s: int = Field(default=24 * 3600, ge=1)
+    """An answer is served for at most this long after it was generated."""
+    redis_prefix: str = Field(default="kefu:answers:", min_length=1, max_length=100)
+    """Key prefix in Redis: deployments sharing one Redis need different prefixes."""
+
+
 class MetricsSettings(_Strict):
     """Prometheus metrics at /metrics (docs/observability.md)."""
 
@@ -356,6 +400,19 @@ class AnalyticsSettings(_Strict):
         return ModelPrice(input=self.price_per_1k_input_tokens, output=self.price_per_1k_output_tokens)
 
 
+class ReleaseSettings(_Strict):
+    """Gray releases and A/B tests (docs/release.md); the experiments themselves are data in the release file."""
+
+    enabled: bool = True
+    file: Path | None = None
+    """The experiments; default `<shop.dir>/release.yaml`. Without one every turn runs the configuration above."""
+    sync_interval_s: float = Field(default=2.0, gt=0, le=60)
+    """How often each worker reloads experiment state from the database: a rollback or a share change made by
+    any worker, replica or operator is followed by all of them within this time."""
+    check_interval_s: float = Field(default=5.0, gt=0, le=600)
+    """How often each worker evaluates the rollback rule of a canary (also soon after a canary turn goes wrong)."""
+
+
 class Settings(BaseSettings):
     """Everything kefu can be configured with."""
 
@@ -389,8 +446,20 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     analytics: AnalyticsSettings = Field(default_factory=AnalyticsSettings)
+    release: ReleaseSettings = Field(default_factory=ReleaseSettings)
+    answer_cache: AnswerCacheSettings = Field(default_factory=AnswerCacheSettings)
     redis_url: str | None = None
-    """redis://host:6379/0 — shares rate limits and live agent/customer events between workers and replicas."""
+    """redis://host:6379/0 — shares rate limits, live agent/customer events and the answer cache between workers
+    and replicas."""
+
+    @model_validator(mode="after")
+    def _answer_cache_backend(self) -> Settings:
+        if self.answer_cache.enabled and self.answer_cache.backend == "redis" and not self.redis_url:
+            raise ValueError(
+                "answer_cache.backend is redis but no Redis is configured: set KEFU_REDIS_URL "
+                "(e.g. redis://127.0.0.1:6379/0) or KEFU_ANSWER_CACHE__BACKEND=memory"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -416,13 +485,14 @@ class Settings(BaseSettings):
     def masked(self) -> dict[str, Any]:
         """The effective configuration with secrets and database passwords hidden, for `kefu doctor`."""
         data: dict[str, Any] = self.model_dump(mode="json")
-        data["database_url"] = _mask_url(self.effective_database_url)
+        data["database_url"] = mask_url(self.effective_database_url)
         if self.redis_url:
-            data["redis_url"] = _mask_url(self.redis_url)
+            data["redis_url"] = mask_url(self.redis_url)
         return data
 
 
-def _mask_url(url: str) -> str:
+def mask_url(url: str) -> str:
+    """`url` with its password replaced by *** (for messages and `kefu doctor`)."""
     if "@" not in url or "://" not in url:
         return url
     scheme, rest = url.split("://", 1)

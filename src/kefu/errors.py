@@ -107,6 +107,29 @@ class LLMResponseError(LLMError):
     code = "llm_bad_response"
 
 
+class LLMBusyError(LLMError):
+    """Every slot of an LLM backend is taken and the request could not wait (queue full, or waited too long)."""
+
+    code = "llm_busy"
+
+    def __init__(self, backend: str, reason: str, *, in_flight: int, waiting: int, waited_s: float) -> None:
+        why = (
+            f"{waiting} requests are already waiting"
+            if reason == "queue_full"
+            else f"no slot came free within {waited_s:.1f}s"
+        )
+        super().__init__(
+            f"LLM backend {backend!r} is busy: {in_flight} requests in flight and {why}; raise "
+            "KEFU_LLM__MAX_CONCURRENCY if the model server has capacity to spare, or add capacity"
+        )
+        self.backend = backend
+        self.reason = reason
+        """`queue_full` (refused at once) or `timeout` (waited `queue_timeout_s`)."""
+        self.in_flight = in_flight
+        self.waiting = waiting
+        self.waited_s = waited_s
+
+
 class CircuitOpenError(LLMError):
     """Calls to a failing backend are suspended for a while to let it recover."""
 

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kefu.analytics import ServiceAnalytics
 from kefu.auth.service import AccessServices, build_access
+from kefu.cache import AnswerCache, build_answer_cache
 from kefu.config import Settings
 from kefu.dialogue.agent import ToolAgent, intent_tools
 from kefu.dialogue.service import Dialogue, build_dialogue, make_clock
@@ -20,15 +21,18 @@ from kefu.embeddings.shared import SharedEmbedders
 from kefu.handoff import EventHub, HandoffService, LocalEventHub, RedisEventHub
 from kefu.knowledge.service import KnowledgeService
 from kefu.llm.base import LLMBackend
+from kefu.llm.limiter import limiters_of
 from kefu.llm.registry import ROLES, build_role_backends
 from kefu.llm.types import LLMRole
 from kefu.observability import KefuMetrics, TurnTelemetry, TurnTracer, build_tracer
 from kefu.observability.metrics import multiprocess_dir
 from kefu.pipeline import TurnDeps, TurnResult, TurnRunner
 from kefu.prompts import PromptLibrary
+from kefu.release import Release, build_release
 from kefu.shop import ShopProfile, load_shop
 from kefu.store import ConversationStore
 from kefu.store.database import create_engine, migrate
+from kefu.store.retention import ScheduledPurge
 from kefu.understanding.service import Understanding, build_understanding
 
 if TYPE_CHECKING:
@@ -66,10 +70,21 @@ class Services:
     """OpenTelemetry spans of turns (None unless `tracing.enabled`)."""
     analytics: ServiceAnalytics | None = None
     """Service reports for operators (resolution, handoffs, satisfaction, cost)."""
+    answer_cache: AnswerCache | None = None
+    """Non-personal knowledge answers served again, in process or shared through Redis (None when switched off)."""
+    release: Release | None = None
+    """The gray release of the release file: arms, shared state, automatic rollback (None without a release file)."""
+
+    retention: ScheduledPurge | None = None
+    """Deletes conversations past `privacy.retention_days` on a schedule (None when they are kept)."""
 
     async def aclose(self) -> None:
+        if self.retention is not None:
+            await self.retention.aclose()
         if self.background_turns:
             await asyncio.wait(set(self.background_turns), timeout=_SHUTDOWN_GRACE_S)
+        if self.release is not None:
+            await self.release.aclose()
         if self.tracer is not None:
             await asyncio.to_thread(self.tracer.shutdown)  # exports what is still buffered
         if self.metrics is not None:
@@ -89,6 +104,8 @@ class Services:
             await self.dialogue.aclose()
         if self.handoff is not None:
             await self.handoff.hub.aclose()
+        if self.answer_cache is not None:
+            await self.answer_cache.aclose()
         self.embedders.close()
         await self.store.aclose()
         await self.engine.dispose()
@@ -158,6 +175,8 @@ async def build_services(
         else:
             # Loading a local model takes seconds of blocking work; keep the event loop free meanwhile.
             llms = await asyncio.to_thread(build_role_backends, settings.llm, settings.data_dir)
+        for limiter in limiters_of(llms.values()):
+            limiter.observe(metrics)  # queue length, in-flight requests and waits at /metrics
     except BaseException:
         await engine.dispose()
         raise
@@ -207,6 +226,7 @@ async def build_services(
         shop,
         clock=dialogue.clock if dialogue is not None else make_clock(settings),
     )
+    answer_cache = build_answer_cache(settings, metrics.registry if metrics is not None else None)
     deps = TurnDeps(
         settings=settings,
         store=store,
@@ -220,13 +240,36 @@ async def build_services(
         dialogue=dialogue,
         handoff=handoff,
         agent=agent,
+        answer_cache=answer_cache,
     )
+    try:
+        # The canary's models are built here, once, through the same registry as the deployment's.
+        release = await build_release(
+            settings,
+            deps,
+            store,
+            metrics=metrics,
+            make_agent=lambda flows, arm_prompts: build_tool_agent(settings, understanding, flows, arm_prompts, shop),
+        )
+    except BaseException:
+        if answer_cache is not None:
+            await answer_cache.aclose()
+        await handoff.hub.aclose()
+        if dialogue is not None:
+            await dialogue.aclose()
+        await knowledge.aclose()
+        await access.aclose()
+        await engine.dispose()
+        raise
+    if release is not None:
+        for limiter in limiters_of(release.owned_llms):
+            limiter.observe(metrics)
     return Services(
         settings=settings,
         engine=engine,
         store=store,
         llms=llms,
-        runner=TurnRunner(deps, telemetry=TurnTelemetry(metrics, tracer)),
+        runner=TurnRunner(deps, telemetry=TurnTelemetry(metrics, tracer), release=release),
         access=access,
         knowledge=knowledge,
         embedders=embedders,
@@ -236,4 +279,7 @@ async def build_services(
         metrics=metrics,
         tracer=tracer,
         analytics=ServiceAnalytics(store, settings.analytics, clock=handoff.clock),
+        retention=ScheduledPurge.start(store, settings.privacy),
+        release=release,
+        answer_cache=answer_cache,
     )

@@ -230,6 +230,18 @@ async def test_settings_fill_in_unset_options_and_no_key_means_no_auth_header(
     assert "authorization" not in recorder.requests[1].headers
 
 
+async def test_cache_prompt_is_sent_only_when_configured(
+    make_llm: Callable[..., OpenAICompatibleLLM], recorder: Recorder
+) -> None:
+    llamacpp = make_llm(chat_response(), cache_prompt=True)
+    await llamacpp.complete(HELLO, DEFAULTS)
+    await make_llm(chat_response()).complete(HELLO, DEFAULTS)  # OpenAI itself rejects fields it does not know
+
+    llamacpp_body, plain_body = recorder.bodies()
+    assert llamacpp_body["cache_prompt"] is True
+    assert "cache_prompt" not in plain_body
+
+
 # --- non-streaming replies ------------------------------------------------------------------------------
 
 

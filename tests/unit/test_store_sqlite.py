@@ -23,7 +23,7 @@ async def store(tmp_path: Path) -> ConversationStore:
 async def test_migrations_reach_head_and_are_idempotent(store: ConversationStore) -> None:
     await migrate(store.engine)
     current, head = await migration_status(store.engine)
-    assert current == head == "0005"
+    assert current == head == "0006"
 
 
 async def test_messages_come_back_in_order_and_newest_window(store: ConversationStore) -> None:

@@ -1,6 +1,7 @@
 """Service analytics for operators: resolution, handoffs, satisfaction, intents, gaps, handling time and cost."""
 
 from kefu.analytics.report import (
+    ArmReport,
     Csat,
     Handling,
     IntentCount,
@@ -14,6 +15,7 @@ from kefu.analytics.report import (
 )
 
 __all__ = [
+    "ArmReport",
     "Csat",
     "Handling",
     "IntentCount",

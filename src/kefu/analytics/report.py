@@ -113,6 +113,27 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class ArmReport:
+    """One arm of a gray release: the conversations assigned to it at their first turn (docs/release.md)."""
+
+    experiment: str
+    arm: str
+    conversations: int
+    resolved: int
+    resolution_rate: float | None
+    handed_off: int
+    handoff_rate: float | None
+    csat: Csat
+    replies: int
+    errors: int
+    """Replies the customer got as an error (the bilingual apology)."""
+    error_rate: float | None
+    fallbacks: int
+    """Replies where the canary's model failed and the control's answered."""
+    avg_latency_ms: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceReport:
     """The figures of docs/analytics.md for conversations started in [start, end)."""
 
@@ -136,6 +157,8 @@ class ServiceReport:
     top_unanswered: list[QuestionCount]
     handling: Handling
     usage: Usage
+    arms: list[ArmReport] = field(default_factory=list)
+    """Per experiment arm, when a gray release assigned conversations of the range (docs/release.md)."""
 
 
 def _rate(part: int, whole: int) -> float | None:
@@ -199,7 +222,51 @@ class ServiceAnalytics:
             top_unanswered=self._top_unanswered(conn, cohort),
             handling=self._handling(conn, dialect, tenant_id, start, end),
             usage=usage,
+            arms=self._arms(conn, cohort, as_of),
         )
+
+    def _arms(self, conn: Connection, cohort: ColumnElement[bool], as_of: datetime) -> list[ArmReport]:
+        """The figures above per experiment arm; a conversation counts for the arm it was assigned to (intention to
+        treat), whichever arm answered its later turns after a rollback or a promotion."""
+        s, m = _SESSIONS, _MESSAGES
+        groups = conn.execute(
+            select(s.c.release_experiment, s.c.release_arm)
+            .where(cohort, s.c.release_experiment.is_not(None), s.c.release_arm.is_not(None))
+            .group_by(s.c.release_experiment, s.c.release_arm)
+            .order_by(s.c.release_experiment, s.c.release_arm.desc())
+        ).all()
+        reports = []
+        for experiment, arm in groups:
+            assigned = and_(cohort, s.c.release_experiment == experiment, s.c.release_arm == arm)
+            conversations, resolved, handed_off, _ = self._outcomes(conn, assigned, as_of)
+            replies, errors, fallbacks, latency = conn.execute(
+                select(
+                    func.count(),
+                    _count_if(m.c.error_code.is_not(None)),
+                    _count_if(m.c.arm_error.is_not(None)),
+                    func.avg(m.c.latency_ms),
+                )
+                .select_from(m.join(s, s.c.id == m.c.session_id))
+                .where(assigned, m.c.role == "assistant")
+            ).one()
+            reports.append(
+                ArmReport(
+                    experiment=str(experiment),
+                    arm=str(arm),
+                    conversations=conversations,
+                    resolved=resolved,
+                    resolution_rate=_rate(resolved, conversations),
+                    handed_off=handed_off,
+                    handoff_rate=_rate(handed_off, conversations),
+                    csat=self._csat(conn, assigned),
+                    replies=int(replies),
+                    errors=int(errors),
+                    error_rate=_rate(int(errors), int(replies)),
+                    fallbacks=int(fallbacks),
+                    avg_latency_ms=round(float(latency), 3) if latency is not None else None,
+                )
+            )
+        return reports
 
     def _outcomes(self, conn: Connection, cohort: ColumnElement[bool], as_of: datetime) -> tuple[int, int, int, int]:
         """(conversations, resolved by the bot, handed off, answered but still inside the window)."""

@@ -18,6 +18,7 @@ from kefu.api import health, knowledge_pages, metrics, pages, ws
 from kefu.api.admin import access as admin_access
 from kefu.api.admin import analytics as admin_analytics
 from kefu.api.admin import knowledge as admin_knowledge
+from kefu.api.admin import release as admin_release
 from kefu.api.admin import turns as admin_turns
 from kefu.api.auth import routes as auth_routes
 from kefu.api.chat import routes as chat_routes
@@ -104,6 +105,7 @@ def create_app(
     app.include_router(admin_turns.router, dependencies=[Depends(require_role("viewer"))])
     app.include_router(admin_analytics.router, dependencies=[Depends(require_role("viewer"))])
     app.include_router(admin_knowledge.router, dependencies=[Depends(require_role("viewer"))])
+    app.include_router(admin_release.router, dependencies=[Depends(require_role("viewer"))])
     # The agent console: every route and the socket check the agent role themselves.
     app.include_router(console_routes.router)
     app.include_router(openai_routes.router)

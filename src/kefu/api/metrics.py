@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from kefu.api.dependencies import ServicesDep
 from kefu.api.security import bearer
 from kefu.auth.tokens import AuthError
+from kefu.cache.metrics import size_gauges
 from kefu.errors import KefuError, NotFoundError
 from kefu.llm.resilience import CircuitBreaker, CircuitState
 from kefu.observability.logging import bind_request, unbind_request
@@ -70,6 +71,12 @@ async def _scrape_time(services: Services) -> list[Metric]:
         if isinstance(breaker, CircuitBreaker):
             circuits.append((role, backend.model, breaker.state is CircuitState.OPEN))
     families += circuit_gauges(circuits)
+    if services.answer_cache is not None:
+        stats = await services.answer_cache.stats()  # Redis: the deployment's cache; memory: this worker's
+        if stats is not None:
+            families += size_gauges(services.answer_cache.backend, stats)
+    if services.release is not None:
+        families += services.release.gauges()  # each experiment's state and canary share
     return families
 
 

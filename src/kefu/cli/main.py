@@ -232,6 +232,9 @@ def _prompt() -> str | None:
         return None
 
 
+_WITHDRAWN = "the text above was withdrawn · 以上内容已撤回"
+
+
 class _PrintDeltas:
     """Prints streamed tokens as they arrive."""
 
@@ -243,6 +246,9 @@ class _PrintDeltas:
     async def delta(self, text: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
+
+    async def replace(self, text: str) -> None:
+        sys.stdout.write(f"\n  [{_WITHDRAWN}]\n")  # the final reply is printed below
 
 
 async def _chat_local(settings: Settings, user_id: str) -> None:
@@ -291,6 +297,8 @@ async def _chat_remote(url: str, user_id: str, api_key: str | None = None) -> No
                         elif line.startswith("data:") and event == "delta":
                             sys.stdout.write(json.loads(line[5:])["text"])
                             sys.stdout.flush()
+                        elif line.startswith("data:") and event == "replace":
+                            sys.stdout.write(f"\n  [{_WITHDRAWN}]\n")
                         elif line.startswith("data:") and event == "done":
                             done = json.loads(line[5:])
                             session_id = done["session_id"]
@@ -351,6 +359,13 @@ async def _doctor_checks(settings: Settings) -> bool:
     finally:
         await engine.dispose()
 
+    if settings.redis_url:
+        from kefu.config import mask_url
+        from kefu.store.redis_check import ping_redis
+
+        problem = await ping_redis(settings.redis_url)
+        record("redis", problem is None, problem or f"{mask_url(settings.redis_url)} answers")
+
     try:
         backends = await asyncio.to_thread(build_role_backends, settings.llm, settings.data_dir)
     except KefuError as exc:
@@ -399,6 +414,7 @@ _register_knowledge_commands()
 
 
 def _register_understanding_commands() -> None:
+    from kefu.eval.cache_cli import cache_command
     from kefu.eval.cli import eval_app
     from kefu.eval.intents_cli import entities_command, intents_command
     from kefu.eval.scenarios_cli import scenarios_command
@@ -406,9 +422,19 @@ def _register_understanding_commands() -> None:
     eval_app.command("intents")(intents_command)
     eval_app.command("entities")(entities_command)
     eval_app.command("scenarios")(scenarios_command)
+    eval_app.command("cache")(cache_command)
 
 
 _register_understanding_commands()
+
+
+def _register_release_commands() -> None:
+    from kefu.cli.release import release_app
+
+    app.add_typer(release_app, name="release")
+
+
+_register_release_commands()
 
 
 def main() -> None:

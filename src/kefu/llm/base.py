@@ -37,3 +37,11 @@ class LLMBackend(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+async def close_stream(events: AsyncIterator[StreamEvent]) -> None:
+    """End a backend's stream now, read to the end or not: that ends its request and frees its slot at once,
+    instead of whenever the abandoned generator is garbage-collected."""
+    close = getattr(events, "aclose", None)
+    if close is not None:
+        await close()

@@ -305,6 +305,8 @@ def _load_server(settings: LLMBackendSettings, model_path: Path) -> Any:
     params.n_batch = _PROMPT_BATCH_TOKENS
     params.n_ubatch = _PROMPT_BATCH_TOKENS
     params.cache_ram_mib = _PROMPT_CACHE_RAM_MIB
+    # Each request asks for it too; set here so no xllamacpp default can turn prefix reuse off for the server.
+    params.cache_prompt = True
     if settings.n_threads is not None:
         params.cpuparams.n_threads = settings.n_threads
         params.cpuparams_batch.n_threads = settings.n_threads

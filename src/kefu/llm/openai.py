@@ -167,6 +167,8 @@ class OpenAICompatibleLLM:
             "max_tokens": options.max_tokens if options.max_tokens is not None else settings.max_tokens,
             "temperature": options.temperature if options.temperature is not None else settings.temperature,
         }
+        if settings.cache_prompt:
+            body["cache_prompt"] = True
         if options.stop:
             body["stop"] = list(options.stop)
         if options.seed is not None:

@@ -1,4 +1,8 @@
-"""Builds LLM backends from settings; each backend kind registers one factory, built-ins included."""
+"""Builds LLM backends from settings; each backend kind registers one factory, built-ins included.
+
+Every backend `build_backend` returns sits behind its own concurrency limiter (`kefu.llm.limiter`), so anything
+built here, per role or per experiment, keeps the configured limit and fair queue.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,16 @@ from pathlib import Path
 from kefu.config import LLMBackendSettings, LLMSettings
 from kefu.errors import ConfigError
 from kefu.llm.base import LLMBackend
+from kefu.llm.limiter import FairLimiter, LimitedLLM
 from kefu.llm.types import Completion, GenerationOptions, LLMRole, Message, StreamEvent
 
 BackendFactory = Callable[[LLMBackendSettings, Path], LLMBackend]
 _FACTORIES: dict[str, BackendFactory] = {}
 ROLES: tuple[LLMRole, ...] = ("chat", "classification", "rewrite")
+_PER_CALL = {"max_tokens", "temperature"}
+"""Settings that only change a call's defaults: roles differing only in these share one backend."""
+_QUEUE = ("max_concurrency", "max_queue", "queue_timeout_s")
+"""Settings of the backend's one limiter: roles sharing a backend must agree on them."""
 
 TESTING_DEFAULT_REPLY = "您好，我是测试模式下的客服助手。Hello, this is the kefu test backend."
 
@@ -56,7 +65,8 @@ def build_backend(settings: LLMBackendSettings, data_dir: Path) -> LLMBackend:
         raise ConfigError(
             f"KEFU_LLM__BACKEND: unknown backend {settings.backend!r}; known: {sorted(_FACTORIES)}"
         ) from None
-    return factory(settings, data_dir)
+    backend = factory(settings, data_dir)
+    return LimitedLLM(backend, FairLimiter.from_settings(backend.name, settings))
 
 
 class RoleDefaults:
@@ -100,14 +110,15 @@ def build_role_backends(settings: LLMSettings, data_dir: Path) -> dict[LLMRole, 
 
     Sharing matters most for the embedded backend, where each instance holds a ~2 GB model in memory.
     """
-    built: dict[str, LLMBackend] = {}
+    built: dict[str, tuple[LLMBackend, LLMRole, LLMBackendSettings]] = {}
     by_role: dict[LLMRole, LLMBackend] = {}
     for role in ROLES:
         role_settings = settings.for_role(role)
-        key = role_settings.model_dump_json(exclude={"max_tokens", "temperature"})
+        key = role_settings.model_dump_json(exclude={*_PER_CALL, *_QUEUE})
         if key not in built:
-            built[key] = build_backend(role_settings, data_dir)
-        shared = built[key]
+            built[key] = (build_backend(role_settings, data_dir), role, role_settings)
+        shared, first_role, first_settings = built[key]
+        _check_same_queue(role, role_settings, first_role, first_settings)
         if (role_settings.max_tokens, role_settings.temperature) == (settings.max_tokens, settings.temperature):
             by_role[role] = shared
         else:
@@ -115,3 +126,15 @@ def build_role_backends(settings: LLMSettings, data_dir: Path) -> dict[LLMRole, 
                 shared, max_tokens=role_settings.max_tokens, temperature=role_settings.temperature
             )
     return by_role
+
+
+def _check_same_queue(
+    role: LLMRole, settings: LLMBackendSettings, other: LLMRole, other_settings: LLMBackendSettings
+) -> None:
+    for name in _QUEUE:
+        if getattr(settings, name) != getattr(other_settings, name):
+            raise ConfigError(
+                f"KEFU_LLM__ROLES__{role.upper()}__{name.upper()}: the {role} role shares one backend (and its one "
+                f"queue) with the {other} role, which has {name}={getattr(other_settings, name)}; give both roles "
+                f"the same {name}, or point {role} at another model or base_url"
+            )

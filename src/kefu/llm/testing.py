@@ -85,6 +85,11 @@ class ScriptedLLM:
         self.chunk_chars = chunk_chars
         self.calls: list[RecordedCall] = []
         self.closed = False
+        self.gate: asyncio.Event | None = None
+        """When set to an event, every call waits for it before answering (tests of concurrency)."""
+        self.active = 0
+        """Calls being answered now; `max_active` is the most there ever were at once."""
+        self.max_active = 0
 
     @property
     def name(self) -> str:
@@ -121,20 +126,34 @@ class ScriptedLLM:
             usage=Usage(prompt_tokens=_approx_tokens(prompt), completion_tokens=_approx_tokens(reply)),
         )
 
-    async def complete(self, messages: Sequence[Message], options: GenerationOptions) -> Completion:
+    async def _wait(self) -> None:
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
-        return self._next(messages, options, streamed=False)
+        if self.gate is not None:
+            await self.gate.wait()
+
+    async def complete(self, messages: Sequence[Message], options: GenerationOptions) -> Completion:
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            await self._wait()
+            return self._next(messages, options, streamed=False)
+        finally:
+            self.active -= 1
 
     async def stream(self, messages: Sequence[Message], options: GenerationOptions) -> AsyncIterator[StreamEvent]:
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)
-        completion = self._next(messages, options, streamed=True)
-        text = completion.text
-        for start in range(0, len(text), self.chunk_chars):
-            await asyncio.sleep(0)
-            yield TextDelta(text[start : start + self.chunk_chars])
-        yield StreamDone(completion)
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            await self._wait()
+            completion = self._next(messages, options, streamed=True)
+            text = completion.text
+            for start in range(0, len(text), self.chunk_chars):
+                await asyncio.sleep(0)
+                yield TextDelta(text[start : start + self.chunk_chars])
+            yield StreamDone(completion)
+        finally:
+            self.active -= 1
 
     async def check(self) -> str:
         return f"scripted backend, {len(self._queue)} replies queued"

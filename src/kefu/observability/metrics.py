@@ -27,6 +27,7 @@ TURN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.
 STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 FIRST_TOKEN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+QUEUE_WAIT_BUCKETS = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 HTTP_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 
 
@@ -178,6 +179,40 @@ class KefuMetrics:
             buckets=HTTP_BUCKETS,
             registry=r,
         )
+        self.llm_limit = Gauge(
+            "kefu_llm_max_concurrency",
+            "LLM requests a backend may serve at once (max_concurrency; summed over workers).",
+            ["backend"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.llm_in_flight = Gauge(
+            "kefu_llm_in_flight",
+            "LLM requests holding a slot now, by backend.",
+            ["backend"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.llm_queue_length = Gauge(
+            "kefu_llm_queue_length",
+            "LLM requests waiting for a slot now, by backend.",
+            ["backend"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.llm_queue_wait = Histogram(
+            "kefu_llm_queue_wait_seconds",
+            "How long each LLM request waited for a slot before it was sent (0 when one was free).",
+            ["backend"],
+            buckets=QUEUE_WAIT_BUCKETS,
+            registry=r,
+        )
+        self.llm_busy = Counter(
+            "kefu_llm_busy",
+            "LLM requests refused because the backend was busy: reason queue_full (refused at once) or timeout.",
+            ["backend", "reason"],
+            registry=r,
+        )
         self._channel = BoundedLabel(limit=16)
         self._route = BoundedLabel()
         self._stage = BoundedLabel()
@@ -186,6 +221,7 @@ class KefuMetrics:
         self._kind = BoundedLabel()
         self._model = BoundedLabel(limit=16)
         self._http_route = BoundedLabel(limit=256, max_chars=128)
+        self._backend = BoundedLabel(limit=16)
 
     def record_turn(self, turn: TurnRecord) -> None:
         route = self._route(turn.route)
@@ -214,6 +250,19 @@ class KefuMetrics:
         label = self._http_route(route) if route else "unmatched"
         self.http_requests.labels(method, label, str(status)).inc()
         self.http_seconds.labels(method, label).observe(seconds)
+
+    def llm_slots(self, backend: str, *, limit: int, in_flight: int, waiting: int) -> None:
+        """A backend's concurrency limiter changed (see `kefu.llm.limiter.LimiterObserver`)."""
+        label = self._backend(backend)
+        self.llm_limit.labels(label).set(limit)
+        self.llm_in_flight.labels(label).set(in_flight)
+        self.llm_queue_length.labels(label).set(waiting)
+
+    def llm_waited(self, backend: str, seconds: float) -> None:
+        self.llm_queue_wait.labels(self._backend(backend)).observe(seconds)
+
+    def llm_refused(self, backend: str, reason: str) -> None:
+        self.llm_busy.labels(self._backend(backend), reason).inc()
 
     def websocket_opened(self, route: str) -> str:
         label = self._http_route(route)

@@ -40,6 +40,11 @@ class FirstTextClock:
             self.first_at = time.perf_counter()
         await self.inner.delta(text)
 
+    async def replace(self, text: str) -> None:
+        if self.first_at is None and text:
+            self.first_at = time.perf_counter()
+        await self.inner.replace(text)
+
 
 class TurnTelemetry:
     """Feeds finished turns to the metrics and wraps the turn and each stage in a span; does nothing without either."""
@@ -128,7 +133,7 @@ def _tokens(ctx: TurnContext, deps: TurnDeps) -> tuple[TokenUse, ...]:
 
 def _guards(ctx: TurnContext, deps: TurnDeps) -> tuple[GuardOutcome, ...]:
     """Verdicts from what the guard stages put in the trace (`input_guard`: tripped or suspicious; `output_guard`:
-    tripped); a guard that ran and left nothing there passed."""
+    tripped; `stream`: held back or retracted); a guard that ran and left nothing there passed."""
     if not deps.settings.guards.enabled or deps.safety is None:
         return ()
     outcomes: list[GuardOutcome] = []
@@ -145,6 +150,11 @@ def _guards(ctx: TurnContext, deps: TurnDeps) -> tuple[GuardOutcome, ...]:
             outcomes.append(GuardOutcome("output", "tripped", checked.get("kind")))
         else:
             outcomes.append(GuardOutcome("output", "passed"))
+    streamed = ctx.trace.get("stream")
+    if isinstance(streamed, dict):
+        # The streaming checks held text back (`held`), or text already shown was replaced (`retracted`).
+        verdict = "retracted" if streamed.get("replaced") else "held"
+        outcomes.append(GuardOutcome("stream", verdict, streamed.get("held")))
     return tuple(outcomes)
 
 

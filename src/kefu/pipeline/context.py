@@ -13,6 +13,7 @@ from kefu.store import MessageRecord, SessionRecord
 if TYPE_CHECKING:
     from kefu.dialogue.state import SessionDialogue
     from kefu.knowledge.types import KnowledgeTurn
+    from kefu.release.turn import ArmTurn
     from kefu.safety.pii import PiiVault
     from kefu.understanding.types import UnderstandingResult
 
@@ -53,6 +54,10 @@ class TurnEvents(Protocol):
 
     async def delta(self, text: str) -> None: ...
 
+    async def replace(self, text: str) -> None:
+        """The text streamed so far is withdrawn: `text` (the final reply) is what the customer should see."""
+        ...
+
 
 class SilentEvents:
     """Discards progress: the caller only wants the finished turn."""
@@ -63,6 +68,9 @@ class SilentEvents:
         return None
 
     async def delta(self, text: str) -> None:
+        return None
+
+    async def replace(self, text: str) -> None:
         return None
 
 
@@ -112,6 +120,8 @@ class TurnContext:
     pii: PiiVault | None = None
     """The session's PII placeholders, loaded by the input guard when the message carried personal data.
     From the input guard on, `input.text` is the redacted text."""
+    release: ArmTurn | None = None
+    """The experiment and arm serving this turn, when a gray release runs (docs/release.md)."""
 
     def finish(self, reply: str, *, route: str) -> None:
         self.reply = reply

@@ -13,6 +13,7 @@ from kefu.shop import ShopProfile
 from kefu.store import ConversationStore
 
 if TYPE_CHECKING:
+    from kefu.cache import AnswerCache
     from kefu.dialogue.agent import ToolAgent
     from kefu.dialogue.service import Dialogue
     from kefu.handoff.service import HandoffService
@@ -46,6 +47,8 @@ class TurnDeps:
     """Tickets and live relay to human agents; None answers handoffs with a fixed reply only."""
     agent: ToolAgent | None = None
     """The LLM with the read actions each tool_agent intent allows; None leaves those turns to knowledge."""
+    answer_cache: AnswerCache | None = None
+    """Non-personal knowledge answers served again (exact repeats, paraphrases); None answers every turn afresh."""
 
     def llm(self, role: LLMRole) -> LLMBackend:
         return self.llms[role]

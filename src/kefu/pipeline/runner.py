@@ -11,15 +11,18 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kefu.errors import KefuError
+from kefu.llm.limiter import fair_share
 from kefu.observability.logging import bind_session
 from kefu.observability.turns import TurnTelemetry
+from kefu.pipeline.checked_stream import CheckedStream
 from kefu.pipeline.context import SilentEvents, TurnContext, TurnEvents, TurnInput
 from kefu.pipeline.deps import TurnDeps
 from kefu.pipeline.stages import Stage
 from kefu.pipeline.stages.agent import RunToolAgent
+from kefu.pipeline.stages.cache import ServeCachedAnswer, ServeSimilarAnswer, StoreAnswer
 from kefu.pipeline.stages.flow import RunFlow
 from kefu.pipeline.stages.generate import GenerateReply
 from kefu.pipeline.stages.grounding import CheckGrounding
@@ -34,6 +37,9 @@ from kefu.pipeline.stages.prompt import AssemblePrompt
 from kefu.pipeline.stages.resume import ResumeFlow
 from kefu.pipeline.stages.understand import UnderstandTurn
 from kefu.pipeline.stages.unresolved import EscalateUnresolved
+
+if TYPE_CHECKING:
+    from kefu.release import Release
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +72,20 @@ def default_stages() -> list[Stage]:
     return [
         GuardInput(),
         DeferToHuman(),
+        ServeCachedAnswer(),
         UnderstandTurn(),
         RunFlow(),
         HandOff(),
         RunToolAgent(),
         AnswerFromKnowledge(),
+        ServeSimilarAnswer(),
         AssemblePrompt(),
         GenerateReply(),
         CheckGrounding(),
         GuardOutput(),
         ResumeFlow(),
         EscalateUnresolved(),
+        StoreAnswer(),
     ]
 
 
@@ -91,8 +100,11 @@ class TurnRunner:
         intake: Stage | None = None,
         persist: Stage | None = None,
         telemetry: TurnTelemetry | None = None,
+        release: Release | None = None,
     ) -> None:
         self.deps = deps
+        self.release = release
+        """A running gray release gives each turn its arm's dependencies (docs/release.md)."""
         self.intake = intake or StoreCustomerMessage()
         self.stages = list(stages) if stages is not None else default_stages()
         self.persist = persist or StoreReply()
@@ -135,7 +147,9 @@ class TurnRunner:
 
     async def _run(self, turn: TurnInput, events: TurnEvents | None) -> TurnResult:
         ctx = TurnContext(input=turn, events=events or SilentEvents())
-        with self.telemetry.turn(ctx, self.deps):
+        # The turn's LLM calls queue as this conversation, so a busy one cannot starve the others of model slots.
+        conversation = turn.session_id or f"{turn.channel}:{turn.user_id}"
+        with self.telemetry.turn(ctx, self.deps), fair_share(turn.tenant_id, conversation):
             return await self._process(ctx)
 
     async def _process(self, ctx: TurnContext) -> TurnResult:
@@ -144,39 +158,45 @@ class TurnRunner:
             bind_session(ctx.session.id)  # from here on, this turn's log lines name its session
         if ctx.duplicate:
             return self._result(ctx)
+        deps = (self.release.begin(ctx) if self.release is not None else None) or self.deps
         await ctx.events.started(ctx)
+        stream = CheckedStream.around(ctx, deps)  # streamed text is checked before it is shown
         try:
             for stage in self.stages:
                 # A finished turn skips the remaining stages, except those that check every reply (output guard).
                 if ctx.done and not getattr(stage, "runs_after_finish", False):
                     continue
-                await self._timed(stage, ctx)
+                await self._timed(stage, ctx, deps)
         except asyncio.CancelledError:
             # The customer went away mid-turn: keep what was said and why it stopped, then let go.
             self._record_failure(ctx, "cancelled", "customer disconnected before the reply finished")
-            ctx.reply = ctx.reply or self.deps.prompts.reply("fallback_cancelled", ctx.language)
-            await asyncio.shield(self._timed(self.persist, ctx))
+            ctx.reply = ctx.reply or deps.prompts.reply("fallback_cancelled", ctx.language)
+            await asyncio.shield(self._timed(self.persist, ctx, deps))
             raise
         except KefuError as exc:
             self._record_failure(ctx, exc.code, str(exc))
-            ctx.reply = self.deps.prompts.reply("fallback_error", ctx.language)
+            ctx.reply = deps.prompts.reply("fallback_error", ctx.language)
         except Exception as exc:
             log.exception("turn failed in an unexpected way (session %s)", ctx.session.id if ctx.session else "?")
             self._record_failure(ctx, "internal_error", f"{type(exc).__name__}: {exc}")
-            ctx.reply = self.deps.prompts.reply("fallback_error", ctx.language)
+            ctx.reply = deps.prompts.reply("fallback_error", ctx.language)
         if ctx.silent and ctx.error is None:
             return self._silent_result(ctx)  # a human agent owns the session: the bot says nothing
         if not ctx.reply.strip():
             self._record_failure(ctx, "empty_reply", "the model returned an empty reply")
-            ctx.reply = self.deps.prompts.reply("fallback_error", ctx.language)
-        await self._timed(self.persist, ctx)
+            ctx.reply = deps.prompts.reply("fallback_error", ctx.language)
+        if stream is not None:
+            await stream.settle(ctx.reply)  # the rest of the reply, or `replace` when it changed
+        await self._timed(self.persist, ctx, deps)
+        if self.release is not None:
+            self.release.finish(ctx)
         return self._result(ctx)
 
-    async def _timed(self, stage: Stage, ctx: TurnContext) -> None:
+    async def _timed(self, stage: Stage, ctx: TurnContext, deps: TurnDeps | None = None) -> None:
         start = time.perf_counter()
         try:
             with self.telemetry.stage(stage.name, ctx):
-                await stage(ctx, self.deps)
+                await stage(ctx, deps or self.deps)
         finally:
             ctx.stage_ms[stage.name] = round((time.perf_counter() - start) * 1000, 3)
 

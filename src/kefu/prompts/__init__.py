@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +38,26 @@ class PromptLibrary:
             trim_blocks=True,
         )
         self._replies = load_yaml_model(directory / "replies.yaml", _Replies).root
+        self._template_dir = template_dir
+        self._replies_digest = hashlib.blake2b((directory / "replies.yaml").read_bytes(), digest_size=16).digest()
+        self._stamp: tuple[tuple[str, int, int], ...] | None = None
+        self._fingerprint = ""
 
     def render(self, name: str, **variables: Any) -> str:
         return self._env.get_template(f"{name}.j2").render(**variables).strip()
 
     def reply(self, key: str, language: Language) -> str:
         return self._replies[key].pick(language)
+
+    def fingerprint(self) -> str:
+        """A hash of this version's templates (as they are on disk now) and its fixed replies; cached answers keyed
+        on it are never served once a prompt changes. Re-reads the templates only when one's size or mtime moved."""
+        files = sorted(self._template_dir.glob("*.j2"))
+        stamp = tuple((f.name, st.st_mtime_ns, st.st_size) for f in files for st in (f.stat(),))
+        if stamp != self._stamp:
+            digest = hashlib.blake2b(self.version.encode(), digest_size=16)
+            digest.update(self._replies_digest)
+            for f in files:
+                digest.update(f.name.encode() + b"\0" + f.read_bytes())
+            self._stamp, self._fingerprint = stamp, digest.hexdigest()
+        return self._fingerprint

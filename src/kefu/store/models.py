@@ -49,6 +49,9 @@ class ChatSession(Base):
     status: Mapped[str] = mapped_column(String(16), default="open")
     language: Mapped[str | None] = mapped_column(String(8), nullable=True)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    release_experiment: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    release_arm: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    """The arm of `release_experiment` the session was assigned to at its first turn (docs/release.md)."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
@@ -84,9 +87,17 @@ class ChatMessage(Base):
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    experiment: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    arm: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    """The release arm that served this reply (docs/release.md)."""
+    arm_error: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """A failure of the canary arm that the control arm covered for: the customer saw no error."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
-    __table_args__ = (UniqueConstraint("session_id", "client_message_id", name="uq_messages_client_id"),)
+    __table_args__ = (
+        UniqueConstraint("session_id", "client_message_id", name="uq_messages_client_id"),
+        Index("ix_messages_experiment_arm", "experiment", "arm", "created_at"),
+    )
 
 
 class Feedback(Base):

@@ -38,11 +38,15 @@ _SESSION_COLUMNS = (
     _SESSIONS.c.owner,
     _SESSIONS.c.status,
     _SESSIONS.c.created_at,
+    _SESSIONS.c.release_experiment,
+    _SESSIONS.c.release_arm,
 )
 _MESSAGE_COLUMNS = tuple(c for c in _MESSAGES.c if c.key != "tenant_id")
 _INSERT_SESSION = insert(_SESSIONS)
 _INSERT_MESSAGE = insert(_MESSAGES)
 _MAX_TURN_ATTEMPTS = 2
+_PURGE_LOCK = 0x6B656675_7075
+"""PostgreSQL advisory lock key of the scheduled purge ("kefu", "pu")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +60,9 @@ class SessionRecord:
     owner: str
     status: str
     created_at: datetime
+    experiment: str | None = None
+    arm: str | None = None
+    """The release experiment and arm the session was assigned to at its first turn in it (docs/release.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +90,11 @@ class MessageRecord:
     trace: dict[str, Any] = field(default_factory=dict)
     redacted_text: str | None = None
     """The text with personal data replaced by placeholders; None when it had none (or is not a customer's)."""
+    experiment: str | None = None
+    arm: str | None = None
+    """The release arm that served a bot reply (docs/release.md)."""
+    arm_error: str | None = None
+    """A canary failure the control arm covered for in this reply: the customer saw no error."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +118,11 @@ class NewReply:
     error_code: str | None = None
     error: str | None = None
     trace: dict[str, Any] = field(default_factory=dict)
+    experiment: str | None = None
+    arm: str | None = None
+    arm_error: str | None = None
+    assign_session: bool = False
+    """Also record `experiment` and `arm` as the session's assignment (its first turn in the experiment)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +166,17 @@ _AnyRow = Row[*tuple[Any, ...]]
 
 
 def _session_record(row: ChatSession | _AnyRow) -> SessionRecord:
-    return SessionRecord(row.id, row.tenant_id, row.user_id, row.channel, row.owner, row.status, aware(row.created_at))
+    return SessionRecord(
+        row.id,
+        row.tenant_id,
+        row.user_id,
+        row.channel,
+        row.owner,
+        row.status,
+        aware(row.created_at),
+        row.release_experiment,
+        row.release_arm,
+    )
 
 
 def _message_record(row: ChatMessage | _AnyRow) -> MessageRecord:
@@ -174,6 +201,9 @@ def _message_record(row: ChatMessage | _AnyRow) -> MessageRecord:
         error=row.error,
         trace=dict((row.meta if isinstance(row, ChatMessage) else row._mapping["metadata"]) or {}),
         redacted_text=row.redacted_text,
+        experiment=row.experiment,
+        arm=row.arm,
+        arm_error=row.arm_error,
     )
 
 
@@ -414,10 +444,26 @@ class ConversationStore:
             error_code=reply.error_code,
             error=reply.error,
             trace=dict(reply.trace),
+            experiment=reply.experiment,
+            arm=reply.arm,
+            arm_error=reply.arm_error,
         )
         row = {f.name: getattr(message, f.name) for f in fields(message) if f.name not in ("trace", "redacted_text")}
         params = {**row, "tenant_id": reply.tenant_id, "metadata": message.trace}
-        await self._run(lambda conn: conn.execute(_INSERT_MESSAGE, params), write=True)
+        assign = None
+        if reply.assign_session:
+            assign = (
+                update(_SESSIONS)
+                .where(_SESSIONS.c.id == reply.session_id)
+                .values(release_experiment=reply.experiment, release_arm=reply.arm)
+            )
+
+        def transaction(conn: Connection) -> None:
+            conn.execute(_INSERT_MESSAGE, params)
+            if assign is not None:
+                conn.execute(assign)
+
+        await self._run(transaction, write=True)
         return message
 
     async def list_messages(
@@ -561,14 +607,33 @@ class ConversationStore:
             await self._delete_sessions(conn, list(ids))
         return len(ids)
 
-    async def purge_before(self, cutoff: datetime, *, tenant_id: str | None = None) -> int:
-        """Delete conversations last active before `cutoff`; returns sessions deleted."""
-        query = select(_SESSIONS.c.id).where(_SESSIONS.c.updated_at < cutoff)
-        if tenant_id is not None:
-            query = query.where(_SESSIONS.c.tenant_id == tenant_id)
+    async def purge_audited(
+        self, cutoff: datetime, *, actor: str, data: dict[str, Any], not_since: datetime | None = None
+    ) -> int | None:
+        """Delete conversations last active before `cutoff` and audit it (`privacy.purge`, `data` plus the sessions
+        deleted) in one transaction; returns sessions deleted.
+
+        With `not_since` it is a scheduled purge that workers and replicas share: it does nothing (None) when `actor`
+        purged after that time, or when another one is purging right now (a PostgreSQL advisory lock).
+        """
         async with self._write_transaction() as conn:
-            ids = (await conn.scalars(query)).all()
-            await self._delete_sessions(conn, list(ids))
+            if not_since is not None:
+                if conn.dialect.name == "postgresql":
+                    locked = await conn.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _PURGE_LOCK})
+                    if not locked:
+                        return None
+                last = await conn.scalar(
+                    select(_AUDIT.c.created_at)
+                    .where(_AUDIT.c.action == "privacy.purge", _AUDIT.c.actor == actor)
+                    .order_by(_AUDIT.c.id.desc())
+                    .limit(1)
+                )
+                if last is not None and aware(last) > not_since:
+                    return None
+            ids = list((await conn.scalars(select(_SESSIONS.c.id).where(_SESSIONS.c.updated_at < cutoff))).all())
+            await self._delete_sessions(conn, ids)
+            entry = AuditEntry(actor=actor, action="privacy.purge", data={**data, "sessions_deleted": len(ids)})
+            await conn.run_sync(lambda sync: _append_audit(sync, [entry]))
         return len(ids)
 
     @staticmethod
@@ -702,3 +767,8 @@ def _append_audit(conn: Connection, events: Sequence[AuditEntry]) -> str:
         prev_hash = digest
     conn.execute(insert(_AUDIT), rows)
     return prev_hash
+
+
+def append_audit(conn: Connection, events: Sequence[AuditEntry]) -> str:
+    """Chain `events` onto the audit log inside the caller's transaction, so a change and its record commit together."""
+    return _append_audit(conn, events)

@@ -83,6 +83,24 @@ class UsageOut(_Out):
     by_model: list[ModelUsageOut]
 
 
+class ArmReportOut(_Out):
+    """One gray-release arm: the conversations assigned to it (docs/release.md)."""
+
+    experiment: str
+    arm: str
+    conversations: int
+    resolved: int
+    resolution_rate: float | None
+    handed_off: int
+    handoff_rate: float | None
+    csat: CsatOut
+    replies: int
+    errors: int
+    error_rate: float | None
+    fallbacks: int
+    avg_latency_ms: float | None
+
+
 class AnalyticsOut(_Out):
     """The figures of docs/analytics.md for conversations started in [from, to) of your tenant."""
 
@@ -105,6 +123,8 @@ class AnalyticsOut(_Out):
     top_unanswered: list[QuestionCountOut]
     handling: HandlingOut
     usage: UsageOut
+    arms: list[ArmReportOut] = []
+    """Per experiment arm, when a gray release ran in the range (docs/release.md)."""
 
 
 def _utc(at: datetime) -> datetime:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kefu.llm.base import close_stream
 from kefu.llm.types import GenerationOptions, StreamDone, TextDelta
 from kefu.pipeline.context import TurnContext
 from kefu.pipeline.deps import TurnDeps
@@ -22,12 +23,16 @@ class GenerateReply:
             ctx.reply, ctx.usage, ctx.model = completion.text.strip(), completion.usage, completion.model
             return
         parts: list[str] = []
-        async for event in llm.stream(ctx.prompt, options):
-            if isinstance(event, TextDelta):
-                # Keep what was streamed on the context, so a failure mid-stream still records it.
-                parts.append(event.text)
-                ctx.reply = "".join(parts)
-                await ctx.events.delta(event.text)
-            elif isinstance(event, StreamDone):
-                ctx.usage, ctx.model = event.completion.usage, event.completion.model
-                ctx.reply = event.completion.text.strip() or "".join(parts).strip()
+        events = llm.stream(ctx.prompt, options)
+        try:
+            async for event in events:
+                if isinstance(event, TextDelta):
+                    # Keep what was streamed on the context, so a failure mid-stream still records it.
+                    parts.append(event.text)
+                    ctx.reply = "".join(parts)
+                    await ctx.events.delta(event.text)
+                elif isinstance(event, StreamDone):
+                    ctx.usage, ctx.model = event.completion.usage, event.completion.model
+                    ctx.reply = event.completion.text.strip() or "".join(parts).strip()
+        finally:
+            await close_stream(events)  # a customer who left cancels this task mid-stream: end the request now

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from kefu.pipeline.context import TurnContext
 from kefu.pipeline.deps import TurnDeps
 from kefu.store import NewReply
@@ -32,5 +34,18 @@ class StoreReply:
                 error_code=ctx.error_code,
                 error=ctx.error,
                 trace=dict(ctx.trace),
+                **_release_fields(ctx),
             )
         )
+
+
+def _release_fields(ctx: TurnContext) -> dict[str, Any]:
+    turn = ctx.release
+    if turn is None:
+        return {}
+    return {
+        "experiment": turn.experiment,
+        "arm": turn.arm,
+        "arm_error": turn.arm_error,
+        "assign_session": turn.assign_session,
+    }

@@ -8,6 +8,7 @@ from kefu.store import (
     auth_models,  # noqa: F401  (registers the access-control tables on Base.metadata)
     dialogue_models,  # noqa: F401  (registers the dialogue tables on Base.metadata)
     knowledge_models,  # noqa: F401  (registers the knowledge tables on Base.metadata)
+    release_models,  # noqa: F401  (registers the release table on Base.metadata)
 )
 from kefu.store.models import Base
 

@@ -47,6 +47,7 @@
       topUnanswered: "未能回答的问题",
       intentsByDay: "每日意图",
       usageByModel: "各模型用量",
+      experimentArms: "灰度实验（按分组）",
       comments: "最新评价与留言",
       columns: {
         reason: "原因",
@@ -57,6 +58,10 @@
         model: "模型",
         tokens: "Token（输入 / 输出）",
         cost: "成本",
+        experiment: "实验",
+        arm: "分组",
+        errors: "错误回复 / 灰度失败",
+        latency: "平均耗时",
         when: "时间",
         kind: "类型",
         rating: "评分",
@@ -110,6 +115,7 @@
       topUnanswered: "Unanswered questions",
       intentsByDay: "Intents per day",
       usageByModel: "Usage by model",
+      experimentArms: "Experiments by arm",
       comments: "Latest ratings and comments",
       columns: {
         reason: "Reason",
@@ -120,6 +126,10 @@
         model: "Model",
         tokens: "Tokens (in / out)",
         cost: "Cost",
+        experiment: "Experiment",
+        arm: "Arm",
+        errors: "Error replies / canary failures",
+        latency: "Average latency",
         when: "When",
         kind: "Kind",
         rating: "Rating",
@@ -293,6 +303,22 @@
         $("usage"),
         [c.model, c.tokens, c.cost],
         usage.by_model.map((m) => [m.model ?? "–", `${number(m.prompt_tokens)} / ${number(m.completion_tokens)}`, money(m.cost, usage.currency)]),
+      );
+      const arms = report.arms ?? [];
+      $("arms-section").hidden = arms.length === 0;
+      table(
+        $("arms"),
+        [c.experiment, c.arm, s.conversations, s.resolution, s.handoff, s.csat, c.errors, c.latency],
+        arms.map((a) => [
+          a.experiment,
+          a.arm,
+          number(a.conversations),
+          percent(a.resolution_rate),
+          percent(a.handoff_rate),
+          percent(a.csat.satisfied_share),
+          `${number(a.errors)} / ${number(a.fallbacks)}`,
+          a.avg_latency_ms == null ? "–" : `${Math.round(a.avg_latency_ms)} ms`,
+        ]),
       );
       table(
         $("comments"),
