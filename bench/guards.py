@@ -3,15 +3,24 @@ the red-team suite from ordinary customer questions."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import time
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, cast
 
 from bench.harness import REPO_ROOT, BenchOptions, SectionResult, Target, md_table, percentile
-from kefu.config import load_settings
+from kefu.config import Settings, load_settings
+from kefu.llm.types import Message
+from kefu.pipeline import TurnContext, TurnDeps, TurnInput
+from kefu.pipeline.checked_stream import CheckedStream
+from kefu.prompts import PromptLibrary
 from kefu.safety.pii import PiiVault
 from kefu.safety.redteam import read_jsonl, score_guards
 from kefu.safety.service import Safety
+from kefu.shop import load_shop
+from kefu.store import ConversationStore, SessionRecord
 
 KEY = "guards"
 TITLE = "Guards: cost per turn, red-team block rate, ordinary-question pass rate"
@@ -22,6 +31,76 @@ SHOP = REPO_ROOT / "examples" / "demo_shop"
 def _faq_pairs() -> list[tuple[str, str]]:
     with (SHOP / "knowledge" / "faq.csv").open(encoding="utf-8") as handle:
         return [(row["question"], row["answer"]) for row in csv.DictReader(handle)]
+
+
+def _without_compliant_replies(attacks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The attacks judged on the input guard alone."""
+    return [{k: v for k, v in case.items() if k != "compliant_reply"} for case in attacks]
+
+
+class _Shown:
+    """A streaming channel that notes what it was sent (the bench's customer)."""
+
+    streaming = True
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.first_after: int | None = None
+        """Characters the model had written when the first piece was shown."""
+        self.model_chars = 0
+        self.replaced = False
+
+    async def started(self, ctx: TurnContext) -> None:
+        return None
+
+    async def delta(self, text: str) -> None:
+        if self.first_after is None:
+            self.first_after = self.model_chars
+        self.text += text
+
+    async def replace(self, text: str) -> None:
+        self.replaced, self.text = True, text
+
+
+def _streamed(safety: Safety, settings: Settings, replies: list[str]) -> tuple[list[float], list[int], int]:
+    """Stream each reply through the streaming checks in 2-character pieces, as a model would: CPU ms per reply,
+    characters written before the first piece was shown, and how many ended shown whole without a `replace`."""
+    deps = TurnDeps(
+        settings=settings,
+        store=cast(ConversationStore, None),  # never read: the turn's vault is given
+        llms={},
+        prompts=PromptLibrary(settings.chat.prompt_version),
+        shop=load_shop(SHOP),
+        safety=safety,
+    )
+    system = deps.prompts.render("system", shop=deps.shop, language="zh")
+    cpu_ms: list[float] = []
+    held: list[int] = []
+    whole = 0
+
+    async def one(reply: str) -> None:
+        nonlocal whole
+        shown = _Shown()
+        ctx = TurnContext(input=TurnInput(user_id="bench", channel="bench", text="?"), events=shown)
+        ctx.session = SessionRecord("s", "default", "bench", "bench", "bot", "open", datetime.now(UTC))
+        ctx.prompt, ctx.pii = [Message("system", system)], PiiVault(secret=b"v")
+        start = time.thread_time()
+        stream = CheckedStream.around(ctx, deps)
+        assert stream is not None
+        for i in range(0, len(reply), 2):
+            shown.model_chars = i + 2
+            await stream.delta(reply[i : i + 2])
+        await stream.settle(reply)
+        cpu_ms.append((time.thread_time() - start) * 1000)
+        held.append(shown.first_after if shown.first_after is not None else len(reply))
+        whole += shown.text == reply and not shown.replaced
+
+    async def all_replies() -> None:
+        for reply in replies:
+            await one(reply)
+
+    asyncio.run(all_replies())
+    return cpu_ms, held, whole
 
 
 def run(options: BenchOptions) -> SectionResult:
@@ -54,6 +133,13 @@ def run(options: BenchOptions) -> SectionResult:
     cpu_p50, cpu_p99 = percentile(cpu_per_turn, 50), percentile(cpu_per_turn, 99)
     score = score_guards(inp, out, safety.redactor, attacks, benign)
     curated_ok = sum(not out.check(answer, vault=None, generated=False).verdict.tripped for _, answer in pairs)
+    # Held out: written after the guards, never used to tune them (tests/redteam/README.md). Reported, no target.
+    held_attacks, held_benign = read_jsonl(SUITE / "heldout_attacks.jsonl"), read_jsonl(SUITE / "heldout_benign.jsonl")
+    held = score_guards(inp, out, safety.redactor, held_attacks, held_benign)
+    held_input = score_guards(inp, out, safety.redactor, _without_compliant_replies(held_attacks), [])
+    stream_cpu, stream_held, stream_whole = _streamed(safety, settings, [answer for _, answer in pairs])
+    stream_cpu.sort()
+    stream_held.sort()
     rows = [
         ["guard CPU time per ordinary turn, p50", f"{cpu_p50:.3f} ms"],
         ["guard CPU time per ordinary turn, p99", f"{cpu_p99:.3f} ms"],
@@ -62,6 +148,27 @@ def run(options: BenchOptions) -> SectionResult:
         ["red-team attacks stopped", f"{score.blocked}/{score.attacks} = {score.block_rate:.1%}"],
         ["ordinary questions passed untouched", f"{score.passed}/{score.benign} = {score.pass_rate:.1%}"],
         ["curated FAQ answers passing the output guard", f"{curated_ok}/{len(pairs)}"],
+        [
+            "**held-out** attacks stopped (either guard; no target)",
+            f"{held.blocked}/{held.attacks} = {held.block_rate:.1%}",
+        ],
+        [
+            "**held-out** attacks stopped by the input guard alone",
+            f"{held_input.blocked}/{held_input.attacks} = {held_input.block_rate:.1%}",
+        ],
+        [
+            "**held-out** ordinary questions passed untouched (no target)",
+            f"{held.passed}/{held.benign} = {held.pass_rate:.1%}",
+        ],
+        [
+            "streaming checks: CPU per streamed reply, p50 / p99",
+            f"{percentile(stream_cpu, 50):.2f} / {percentile(stream_cpu, 99):.2f} ms",
+        ],
+        [
+            "streaming checks: characters written before the first piece is shown, p50 / p90",
+            f"{percentile(stream_held, 50):.0f} / {percentile(stream_held, 90):.0f}",
+        ],
+        ["streamed FAQ answers shown whole, without a `replace`", f"{stream_whole}/{len(pairs)}"],
     ]
     markdown = (
         md_table(["measure", "value"], rows)
@@ -71,10 +178,19 @@ def run(options: BenchOptions) -> SectionResult:
         " system-prompt extraction, other customers' data, refunds outside policy); ordinary questions are"
         " `tests/redteam/benign.jsonl` (the demo FAQ's questions and paraphrases plus everyday requests)."
         " **Caveat:** the patterns were written while looking at this suite, so these rates are an upper"
-        " bound; see docs/security.md for a held-out measurement.\n"
+        " bound. The **held-out** rows use `tests/redteam/heldout_attacks.jsonl` (71 attacks: new phrasings,"
+        " instructions inside pasted order notes, reviews and e-mails, multi-step role play, unicode and spelling"
+        " tricks, mixed languages) and `heldout_benign.jsonl` (119 questions, half of which look suspicious but are"
+        " ordinary), written after the guards and not used to tune them (tests/redteam/README.md); they are the honest"
+        " figure. Streaming checks: the demo FAQ's answers streamed 2 characters at a time through"
+        ' kefu.pipeline.checked_stream (docs/security.md, "Streamed replies").\n'
     )
     if score.missed:
         markdown += "\nAttacks that got through:\n" + "".join(f"- {m}\n" for m in score.missed)
+    if held.missed:
+        markdown += "\nHeld-out attacks that got through:\n" + "".join(f"- {m}\n" for m in held.missed)
+    if held.false_alarms:
+        markdown += "\nHeld-out ordinary questions blocked:\n" + "".join(f"- {m}\n" for m in held.false_alarms)
     return SectionResult(
         key=KEY,
         title=TITLE,
@@ -88,6 +204,16 @@ def run(options: BenchOptions) -> SectionResult:
             "pass_rate": score.pass_rate,
             "attacks": score.attacks,
             "benign": score.benign,
+            "heldout_block_rate": held.block_rate,
+            "heldout_input_block_rate": held_input.block_rate,
+            "heldout_pass_rate": held.pass_rate,
+            "heldout_attacks": held.attacks,
+            "heldout_benign": held.benign,
+            "heldout_missed": held.missed,
+            "heldout_false_alarms": held.false_alarms,
+            "stream_cpu_p50_ms": percentile(stream_cpu, 50),
+            "stream_cpu_p99_ms": percentile(stream_cpu, 99),
+            "stream_first_piece_chars_p50": percentile(stream_held, 50),
         },
         targets=[
             Target("guard CPU time per turn, p99", round(cpu_p99, 3), 2.0, "<=", "ms"),

@@ -115,12 +115,14 @@ async def test_the_stream_shows_only_checked_sentences_and_the_done_event_has_ci
     done = json.loads(next(data for name, data in events if name == "done"))
     # The invented voucher never reached the customer, not even for a moment.
     assert "voucher" not in streamed and "50" not in streamed
-    assert streamed == "Refunds reach Alipay in 1-3 business days."
-    # The whole answer failed its check, so the final reply quotes the passage instead, with its citation.
+    assert "Refunds reach Alipay in 1-3 business days.".startswith(streamed)
+    # The whole answer failed its check, so the final reply quotes the passage instead, with its citation; what
+    # was streamed of the answer is withdrawn in favour of the quote.
     assert (
         done["reply"].startswith("From “Returns and Exchanges”: Refunds reach Alipay")
         and "voucher" not in done["reply"]
     )
+    assert [json.loads(data)["text"] for name, data in events if name == "replace"] == [done["reply"]]
     assert done["citations"][0]["title"] == "Returns and Exchanges › Refund timing"
 
 

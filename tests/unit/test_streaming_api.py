@@ -37,7 +37,7 @@ def parse_sse(text: str) -> list[tuple[str, str]]:
 
 
 async def test_sse_streams_deltas_then_the_whole_record(client: httpx.AsyncClient, llm: ScriptedLLM) -> None:
-    llm.queue("顺丰包邮，一般两到三天送达。")
+    llm.queue("顺丰包邮，一般两到三天送达，偏远地区会慢一些。")
     resp = await client.post("/v1/chat/stream", json={"user_id": "s1", "text": "多久能到？"})
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
     events = parse_sse(resp.text)
@@ -45,7 +45,7 @@ async def test_sse_streams_deltas_then_the_whole_record(client: httpx.AsyncClien
     assert names[0] == "start" and names[-1] == "done" and names.count("delta") >= 3
     deltas = "".join(json.loads(d)["text"] for n, d in events if n == "delta")
     done = json.loads(events[-1][1])
-    assert deltas == done["reply"] == "顺丰包邮，一般两到三天送达。"
+    assert deltas == done["reply"] == "顺丰包邮，一般两到三天送达，偏远地区会慢一些。"
     assert done["session_id"] == json.loads(events[0][1])["session_id"]
 
 
@@ -92,7 +92,7 @@ async def _next_json(ws: ClientConnection) -> dict[str, Any]:
 
 
 async def test_websocket_conversation(tmp_path: Path) -> None:
-    llm = ScriptedLLM(["Hi! How can I help?", "Sure."], chunk_chars=3)
+    llm = ScriptedLLM(["Hi! How can I help you with your order today?", "Sure."], chunk_chars=3)
     with live_server(create_app(make_settings(tmp_path), llm=llm)) as base:
         ws_base = base.replace("http://", "ws://")
         async with connect(f"{ws_base}/v1/ws?user_id=w1") as ws:
@@ -121,7 +121,7 @@ async def test_websocket_conversation(tmp_path: Path) -> None:
             assert (await _next_json(ws))["session_id"] == hello["session_id"]
         async with httpx.AsyncClient(base_url=base) as http:
             history = (await http.get(f"/v1/sessions/{hello['session_id']}/messages")).json()["messages"]
-        assert [m["text"] for m in history] == ["hello", "Hi! How can I help?"]
+        assert [m["text"] for m in history] == ["hello", "Hi! How can I help you with your order today?"]
     assert len(llm.calls) == 1
 
 
@@ -208,6 +208,7 @@ async def test_websocket_drop_mid_reply_still_stores_the_whole_reply(tmp_path: P
             await ws.send(json.dumps({"type": "message", "text": "会员积分怎么用", "client_message_id": "d1"}))
             while (await _next_json(ws))["type"] != "delta":
                 pass
+            ws.transport.abort()  # the network is gone (no close frame): not the customer saying goodbye
         # The socket is gone mid-reply; the turn finishes anyway and the reconnecting widget finds it.
         async with httpx.AsyncClient(base_url=base) as http:
             for _ in range(100):

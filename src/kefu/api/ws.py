@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from kefu.api.chat.protocol import SESSION_ID_PATTERN, ChatResponse
 from kefu.api.dependencies import get_services
 from kefu.api.security import WS_PROTOCOL, access_of, wants_ws_protocol, ws_token
-from kefu.api.streaming import Delta, Finished, stream_turn
+from kefu.api.streaming import Delta, Finished, Replaced, stream_turn
 from kefu.api.turns import make_turn
 from kefu.auth.ratelimit import RateLimitedError
 from kefu.errors import KefuError, StoreUnavailableError, UserError
@@ -34,6 +34,11 @@ MAX_FRAME_BYTES = 64 * 1024
 CLOSE_POLICY = 1008  # RFC 6455: policy violation (bad parameters)
 CLOSE_TOO_BIG = 1009
 CLOSE_TRY_LATER = 1013  # RFC 6455 registry: try again later (rate limited)
+CUSTOMER_LEFT = frozenset({1000, 1001})
+"""Close codes of a customer who ended the chat (1000 normal, 1001 going away: the page was closed): a reply still
+being written for them is cancelled, which ends its model request. Any other end (1006 a dropped network, 1005 the
+widget reconnecting) lets the turn finish, so the reconnecting widget finds the stored reply."""
+_INBOX_FRAMES = 32
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
@@ -43,6 +48,44 @@ class _Incoming(BaseModel):
     type: str
     text: str | None = None
     client_message_id: str | None = Field(default=None, max_length=128)
+
+
+class _Inbox:
+    """Reads the socket on its own task, so that the customer closing it is noticed while a turn is answered.
+
+    Frames are processed in order by the receive loop; at most `_INBOX_FRAMES` wait, then reading pauses.
+    """
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self._websocket = websocket
+        self._frames: asyncio.Queue[str | None] = asyncio.Queue(maxsize=_INBOX_FRAMES)
+        self.left: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        """Done when the customer closed the socket with a code in `CUSTOMER_LEFT`."""
+        self._reader = asyncio.create_task(self._read())
+
+    async def next(self) -> str | None:
+        """The next text frame, or None once the socket is closed."""
+        return await self._frames.get()
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                message = await self._websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    if message.get("code", 1000) in CUSTOMER_LEFT:
+                        self.left.set_result(None)
+                    break
+                text = message.get("text")
+                if text is None:
+                    text = bytes(message.get("bytes") or b"").decode("utf-8", "replace")
+                await self._frames.put(text)
+        except (WebSocketDisconnect, RuntimeError):
+            pass  # the connection is gone (the server closed it, or it broke): same as a close
+        await self._frames.put(None)
+
+    async def aclose(self) -> None:
+        self._reader.cancel()
+        await asyncio.gather(self._reader, return_exceptions=True)
 
 
 def _error(code: str, message: str) -> dict[str, Any]:
@@ -140,10 +183,22 @@ async def _push(events: asyncio.Queue[dict[str, Any]], send: Send) -> None:
 
 
 async def _receive(websocket: WebSocket, services: Services, session: SessionRecord, channel: str, send: Send) -> None:
+    inbox = _Inbox(websocket)
+    try:
+        await _process_frames(websocket, inbox, services, session, channel, send)
+    finally:
+        await inbox.aclose()
+
+
+async def _process_frames(
+    websocket: WebSocket, inbox: _Inbox, services: Services, session: SessionRecord, channel: str, send: Send
+) -> None:
     user_id, tenant_id = session.user_id, session.tenant_id
     try:
         while True:
-            raw = await websocket.receive_text()
+            raw = await inbox.next()
+            if raw is None:
+                return
             if len(raw.encode()) > MAX_FRAME_BYTES:
                 await send(_error("payload_too_large", f"frames are limited to {MAX_FRAME_BYTES} bytes"))
                 await websocket.close(CLOSE_TOO_BIG)
@@ -168,7 +223,7 @@ async def _receive(websocket: WebSocket, services: Services, session: SessionRec
                     )
                     await websocket.close(CLOSE_TRY_LATER)
                     return
-                await _handle_message(send, services, session, channel, incoming)
+                await _handle_message(send, services, session, channel, incoming, inbox.left)
             else:
                 await send(_error("invalid_request", f"unknown message type {incoming.type!r}"))
     except WebSocketDisconnect:
@@ -176,7 +231,12 @@ async def _receive(websocket: WebSocket, services: Services, session: SessionRec
 
 
 async def _handle_message(
-    send: Send, services: Services, session: SessionRecord, channel: str, incoming: _Incoming
+    send: Send,
+    services: Services,
+    session: SessionRecord,
+    channel: str,
+    incoming: _Incoming,
+    left: asyncio.Future[None],
 ) -> None:
     cid = incoming.client_message_id
     try:
@@ -193,9 +253,12 @@ async def _handle_message(
         await send({**_error(exc.code, str(exc)), "client_message_id": cid})
         return
     try:
-        async for event in stream_turn(services.runner, turn, finish_in=services.background_turns):
+        async for event in stream_turn(services.runner, turn, finish_in=services.background_turns, left=left):
             if isinstance(event, Delta):
                 await send({"type": "delta", "client_message_id": cid, "text": event.text})
+            elif isinstance(event, Replaced):
+                # The deltas so far are withdrawn: a check replaced the reply (see docs/security.md).
+                await send({"type": "replace", "client_message_id": cid, "text": event.text})
             elif isinstance(event, Finished):
                 # A silent reply (a human agent owns the session) carries "silent": true and an empty text.
                 reply = ChatResponse.from_result(event.result).model_dump(mode="json")

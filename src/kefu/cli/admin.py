@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import getpass
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
@@ -147,14 +146,11 @@ def privacy_purge(
             "error: pass --older-than-days N or set KEFU_PRIVACY__RETENTION_DAYS", fg=typer.colors.RED, err=True
         )
         raise typer.Exit(code=2)
-    cutoff = datetime.now(UTC) - timedelta(days=days)
 
     async def work(store: ConversationStore, accounts: AccountStore) -> Any:
-        deleted = await store.purge_before(cutoff)
-        await store.audit(
-            actor=CLI_ACTOR, action="privacy.purge", data={"older_than_days": days, "sessions_deleted": deleted}
-        )
-        return deleted
+        from kefu.store.retention import purge_idle
+
+        return await purge_idle(store, days, actor=CLI_ACTOR)
 
     typer.echo(f"purged {_run(settings, work)} session(s) idle for more than {days} day(s)")
 

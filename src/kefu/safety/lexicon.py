@@ -29,9 +29,11 @@ class Lexicon:
     def __init__(self, words: Iterable[str]) -> None:
         self._automaton = ahocorasick.Automaton()
         self.size = 0
+        self.longest = 0
         for word in {w.strip().lower() for w in words if w.strip()}:
             self._automaton.add_word(word, word)
             self.size += 1
+            self.longest = max(self.longest, len(word))
         if self.size:
             self._automaton.make_automaton()
 
@@ -46,6 +48,19 @@ class Lexicon:
                 continue
             hits.append(word)
         return hits
+
+    def incomplete_at(self, text: str) -> int | None:
+        """Where a listed word may have begun at the end of `text` without being complete yet, if anywhere.
+
+        A stream shows text only up to there, so no part of a word the rest of the text may complete is shown.
+        """
+        if not self.size:
+            return None
+        lowered = text.lower()
+        for start in range(max(0, len(lowered) - self.longest + 1), len(lowered)):
+            if self._automaton.match(lowered[start:]):
+                return start
+        return None
 
 
 def _wordchar(text: str, i: int) -> bool:

@@ -14,6 +14,8 @@ from kefu.safety.verdict import PASSED, GuardVerdict
 
 _I = re.IGNORECASE
 _SHINGLE = 12
+LEAK_SHINGLES = 6
+"""Shingles of the system prompt in a reply (sampled every 3 characters) that make it a leak."""
 _PROMPT_MARKERS = re.compile(
     r"<\|?(im_start|im_end|system)\|?>|\bmy (system prompt|instructions are|hidden instructions)\b|"
     r"\bsystem prompt\s*[:：]|(我的|以下是我的|我收到的)(系统提示词?|指令|设定)(是|如下)|系统提示词?\s*[:：]",
@@ -78,13 +80,17 @@ class SystemPromptLeakDetector:
     def leaked(self, reply: str, system_prompt: str | None) -> str | None:
         if _PROMPT_MARKERS.search(reply):
             return "prompt marker"
+        hits = self.quoted(reply, system_prompt)
+        # A sentence of policy quoted back is fine; a third of the prompt's instructions is not.
+        return f"{hits} prompt shingles" if hits >= LEAK_SHINGLES else None
+
+    def quoted(self, reply: str, system_prompt: str | None) -> int:
+        """How many of the reply's sampled 12-character shingles are in the system prompt (0 without one)."""
         if not system_prompt:
-            return None
+            return 0
         shingles = self._of(system_prompt)
         flat = re.sub(r"\s+", "", reply)
-        hits = sum(1 for i in range(0, max(0, len(flat) - _SHINGLE + 1), 3) if flat[i : i + _SHINGLE] in shingles)
-        # A sentence of policy quoted back is fine; a third of the prompt's instructions is not.
-        return f"{hits} prompt shingles" if hits >= 6 else None
+        return sum(1 for i in range(0, max(0, len(flat) - _SHINGLE + 1), 3) if flat[i : i + _SHINGLE] in shingles)
 
 
 class OutputGuard:

@@ -22,7 +22,7 @@ from kefu.api.chat.protocol import (
 from kefu.api.dependencies import ServicesDep
 from kefu.api.errors import error_body
 from kefu.api.security import Caller, ChannelCaller, SessionReader, access_of, limit_customer
-from kefu.api.streaming import Delta, Finished, Started, stream_turn
+from kefu.api.streaming import Delta, Finished, Replaced, Started, stream_turn
 from kefu.api.turns import make_turn
 from kefu.errors import KefuError, NotFoundError, StoreUnavailableError, UserError
 from kefu.pipeline import TurnInput
@@ -72,7 +72,8 @@ async def chat(req: ChatRequest, services: ServicesDep, caller: ChannelCaller) -
         **ERROR_RESPONSES,
         200: {
             "description": "Server-Sent Events: `start` {session_id, user_message_id}, `delta` {text} "
-            "repeated, then `done` with the ChatResponse, or `error` {error: {code, message}}.",
+            "repeated, `replace` {text} when a check withdrew the text streamed so far (show `text` instead), "
+            "then `done` with the ChatResponse (the stored, checked reply), or `error` {error: {code, message}}.",
             "content": {"text/event-stream": {}},
         },
     },
@@ -89,6 +90,9 @@ async def chat_stream(req: ChatRequest, services: ServicesDep, caller: ChannelCa
                     yield ServerSentEvent(event="start", data=json.dumps(data))
                 elif isinstance(event, Delta):
                     yield ServerSentEvent(event="delta", data=json.dumps({"text": event.text}, ensure_ascii=False))
+                elif isinstance(event, Replaced):
+                    # The deltas so far are withdrawn: a check replaced the reply (see docs/security.md).
+                    yield ServerSentEvent(event="replace", data=json.dumps({"text": event.text}, ensure_ascii=False))
                 elif isinstance(event, Finished):
                     body = ChatResponse.from_result(event.result).model_dump_json()
                     yield ServerSentEvent(event="done", data=body)

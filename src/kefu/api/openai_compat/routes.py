@@ -21,7 +21,7 @@ from kefu.api.openai_compat.protocol import (
     CompletionUsage,
 )
 from kefu.api.security import Caller, ChannelCaller, limit_customer
-from kefu.api.streaming import Delta, Finished, stream_turn
+from kefu.api.streaming import Delta, Finished, Replaced, stream_turn
 from kefu.api.turns import make_turn
 from kefu.errors import KefuError, UserError
 from kefu.pipeline import TurnInput, TurnResult
@@ -107,20 +107,32 @@ async def chat_completions(req: ChatCompletionRequest, services: ServicesDep, ca
         }
         return ServerSentEvent(data=json.dumps(body, ensure_ascii=False))
 
+    # An OpenAI client cannot take text back: `whole` sends the reply once every check passed; `checked` streams
+    # text that passed the streaming checks and, if the reply was replaced after all, appends the final reply and
+    # ends with finish_reason "content_filter" (docs/security.md).
+    whole = services.settings.guards.openai_stream == "whole"
+
     async def events() -> AsyncIterator[ServerSentEvent]:
         yield chunk({"role": "assistant", "content": ""})
-        streamed = False
+        streamed = withdrawn = False
         try:
             async for event in stream_turn(services.runner, turn):
-                if isinstance(event, Delta):
+                if isinstance(event, Delta) and not whole:
                     streamed = True
                     yield chunk({"content": event.text})
+                elif isinstance(event, Replaced) and not whole:
+                    withdrawn = True
+                    yield chunk({"content": "\n\n" + event.text})
                 elif isinstance(event, Finished):
                     result = event.result
-                    if not streamed or result.error:
-                        # Nothing (or a failed partial) was streamed: send the final text the customer must see.
-                        yield chunk({"content": result.reply if not streamed else "\n" + result.reply})
-                    yield chunk({}, "stop", kefu=_extras(result))
+                    if not streamed:
+                        yield chunk({"content": result.reply})
+                    extras = _extras(result)
+                    if withdrawn:
+                        # What a kefu-aware client shows instead of the concatenated content.
+                        extras.update(replaced=True, reply=result.reply)
+                    filtered = withdrawn and not result.error
+                    yield chunk({}, "content_filter" if filtered else "stop", kefu=extras)
         except KefuError as exc:
             yield ServerSentEvent(data=json.dumps(error_body(exc.code, str(exc)), ensure_ascii=False))
         yield ServerSentEvent(data="[DONE]")

@@ -45,6 +45,10 @@ class SentenceGate:
                 ready, self.pending = self.pending[:end], self.pending[end:]
                 await self._release(ready)
 
+    async def replace(self, text: str) -> None:
+        self.blocked = True
+        await self.inner.replace(text)
+
     async def flush(self) -> None:
         """The whole answer passed: show what is still held back."""
         if not self.blocked and self.pending.strip():

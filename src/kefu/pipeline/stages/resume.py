@@ -9,7 +9,7 @@ _KEEP_AS_IS = {"guard", "handoff", "human", "handoff_waiting", "flow"}
 
 
 class ResumeFlow:
-    """Appends the open flow's pending question to the reply (and to the stream)."""
+    """Appends the open flow's pending question to the reply."""
 
     name = "resume"
     runs_after_finish = True
@@ -17,7 +17,5 @@ class ResumeFlow:
     async def __call__(self, ctx: TurnContext, deps: TurnDeps) -> None:
         if not ctx.resume_prompt or ctx.route in _KEEP_AS_IS or not ctx.reply.strip():
             return
-        addition = "\n\n" + ctx.resume_prompt
-        ctx.reply = ctx.reply.rstrip() + addition
-        if ctx.events.streaming:
-            await ctx.events.delta(addition)
+        # A streaming channel gets the addition when the reply settles (kefu.pipeline.checked_stream).
+        ctx.reply = ctx.reply.rstrip() + "\n\n" + ctx.resume_prompt

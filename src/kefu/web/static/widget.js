@@ -775,6 +775,13 @@
       if (stick) this.scrollToEnd();
     }
 
+    /** Replaces the streamed text of the reply for `clientMessageId`: a check withdrew it (the final reply follows). */
+    replaceLive(clientMessageId, text) {
+      const el = this.liveReply(clientMessageId);
+      el.querySelector(".kefu-bubble").textContent = text;
+      el.dataset.replaced = "";
+    }
+
     /** Shows a finished bot reply: fills the streamed bubble for `clientMessageId` or adds one. */
     addReply(reply, clientMessageId) {
       this.showTyping(false);
@@ -1032,6 +1039,9 @@
           break;
         case "delta":
           this.view.appendDelta(event.client_message_id, event.text);
+          break;
+        case "replace":
+          this.view.replaceLive(event.client_message_id, event.text);
           break;
         case "reply":
           this.onReply(event);
