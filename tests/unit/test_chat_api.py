@@ -152,3 +152,17 @@ async def test_health_readiness_and_openapi(client: httpx.AsyncClient) -> None:
     for path in ("/v1/chat", "/v1/chat/stream", "/v1/chat/completions", "/v1/sessions/{session_id}/messages"):
         assert path in schema["paths"], path
     assert "ChatRequest" in schema["components"]["schemas"]
+
+
+async def test_readiness_names_redis_when_it_is_configured(tmp_path: Path, redis_url: str) -> None:
+    """A replica whose Redis is gone must leave the load balancer: /readyz says 503 and names Redis."""
+    for url, status, check in ((redis_url, 200, "ok"), ("redis://127.0.0.1:9/0", 503, "does not answer")):
+        app = create_app(make_settings(tmp_path / str(status), redis_url=url), llm=ScriptedLLM())
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://kefu.test") as client,
+        ):
+            ready = await client.get("/readyz")
+            assert ready.status_code == status, ready.text
+            assert check in ready.json()["checks"]["redis"]
+            assert ready.json()["checks"]["database"] == "ok"

@@ -108,3 +108,15 @@ def test_chat_against_a_server_that_requires_an_api_key(env: dict[str, str], tmp
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_doctor_checks_the_configured_redis(env: dict[str, str], redis_url: str) -> None:
+    env.update({"KEFU_LLM__BACKEND": "testing", "KEFU_REDIS_URL": redis_url})
+    result = run_kefu("doctor", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[ok  ] redis:" in result.stdout
+    env["KEFU_REDIS_URL"] = "redis://:hunter2@127.0.0.1:9/0"
+    result = run_kefu("doctor", env=env)
+    assert result.returncode == 1
+    assert "[FAIL] redis: Redis at redis://:***@127.0.0.1:9/0 does not answer" in result.stdout
+    assert "hunter2" not in result.stdout

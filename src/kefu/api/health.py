@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 
 from kefu.api.dependencies import ServicesDep
 from kefu.errors import KefuError
+from kefu.store.redis_check import ping_redis
 
 router = APIRouter(tags=["health"])
 
@@ -19,7 +20,7 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", responses={503: {"description": "A dependency is not ready"}})
 async def readyz(services: ServicesDep) -> JSONResponse:
-    """Ready to take turns: the store answers and the models are loaded."""
+    """Ready to take turns: the store answers, Redis answers (when configured) and the models are loaded."""
     checks: dict[str, str] = {}
     ready = True
     try:
@@ -28,6 +29,11 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     except KefuError as exc:
         checks["database"] = str(exc)
         ready = False
+    if services.settings.redis_url:
+        # Without Redis this replica would neither share rate limits nor reach customers on other replicas.
+        problem = await ping_redis(services.settings.redis_url)
+        checks["redis"] = problem or "ok"
+        ready = ready and problem is None
     for role, backend in services.llms.items():
         checks[f"llm.{role}"] = backend.name
     return JSONResponse(
