@@ -6,12 +6,13 @@ BIN := $(VENV)/bin
 # Root installs system packages directly; others go through sudo when it is there.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo serve test test-fast lint typecheck bench install install-dev test-deps clean help
+.PHONY: demo serve test test-fast lint typecheck bench loadtest install install-dev test-deps clean help
 
 help:
 	@echo "make demo   — install everything, load the demo shop, serve http://127.0.0.1:8000"
 	@echo "make test   — lint, type-check and run the whole test suite (real PostgreSQL, llama.cpp, Chromium)"
 	@echo "make bench  — run the benchmarks and write docs/benchmarks.md"
+	@echo "make loadtest — mixed conversations against 1 and 2 workers (stub LLM, ~5 min; ARGS=\"--rate 100 ...\")"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +72,10 @@ test-fast: install-dev
 
 bench: install-dev
 	$(BIN)/python -m bench.run
+
+# Bounded (turns and seconds per phase), loopback only; options: python -m bench.loadtest --help
+loadtest: install-dev
+	$(BIN)/python -m bench.loadtest $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .test-artifacts

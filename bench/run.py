@@ -20,7 +20,7 @@ import tempfile
 import time
 import traceback
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -34,6 +34,9 @@ SECTIONS: dict[str, str] = {
     "guards": "bench.guards",
     "understanding": "bench.understanding",
     "retrieval": "bench.retrieval",
+    "cache": "bench.cache",
+    "embedding_batching": "bench.embedding_batching",
+    "loadtest": "bench.loadtest",
 }
 """Section key → module, in the order they appear in the report. Later issues add theirs here."""
 
@@ -58,15 +61,18 @@ def _load_section(key: str) -> ModuleType:
     return module
 
 
-def run_section(key: str, options: BenchOptions) -> SectionResult:
-    """Run one section; a failure becomes a section that says what went wrong instead of ending the run."""
+def run_section(key: str, options: BenchOptions, plan: object | None = None) -> SectionResult:
+    """Run one section; a failure becomes a section that says what went wrong instead of ending the run.
+
+    `plan`: the section's own counts and limits (its `run(options, plan=...)`), from its command line.
+    """
     started = time.perf_counter()
     load_before = os.getloadavg()[0]
     title = key
     try:
         module = _load_section(key)
         title = str(module.TITLE)
-        result: SectionResult = module.run(options)
+        result: SectionResult = module.run(options) if plan is None else module.run(options, plan=plan)
     except Exception as exc:
         headline = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         detail = traceback.format_exc(limit=8)
@@ -187,10 +193,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{key}\t{module}")
         return 0
     keys = _section_keys(args.only)
-    output_dir: Path = args.output_dir or (REPO_ROOT / ("build/bench-quick" if args.quick else "docs"))
     command = " ".join(["python -m bench.run", *args_list])
     if os.environ.get("MAKELEVEL") and not args_list:
         command = "make bench"
+    results = run_and_report(
+        keys,
+        quick=args.quick,
+        output_dir=args.output_dir,
+        command=command,
+        kefu_src=args.kefu_src.resolve() if args.kefu_src else None,
+        keep_work_dir=args.keep_work_dir,
+    )
+    return 1 if any(r.error for r in results) else 0
+
+
+def run_and_report(
+    keys: Sequence[str],
+    *,
+    quick: bool,
+    output_dir: Path | None,
+    command: str,
+    kefu_src: Path | None = None,
+    keep_work_dir: bool = False,
+    plans: Mapping[str, object] | None = None,
+) -> list[SectionResult]:
+    """Run these sections and write the report, keeping the other sections from the last run.
+
+    `plans`: section key → the plan to run it with (a section's own command line, e.g. `bench.loadtest`).
+    """
+    output_dir = output_dir or (REPO_ROOT / ("build/bench-quick" if quick else "docs"))
     generated_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     run_id = uuid.uuid4().hex
     started = time.perf_counter()
@@ -199,17 +230,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     work_dir = Path(tempfile.mkdtemp(prefix="kefu-bench-"))
     results: list[SectionResult] = []
     try:
-        kefu_src = args.kefu_src.resolve() if args.kefu_src else None
-        options = BenchOptions(quick=args.quick, work_dir=work_dir, kefu_src=kefu_src)
+        options = BenchOptions(quick=quick, work_dir=work_dir, kefu_src=kefu_src)
         for key in keys:
             print(f"[bench] {key} …", flush=True)
-            result = run_section(key, options)
+            result = run_section(key, options, (plans or {}).get(key))
             results.append(result)
             status = f"FAILED: {result.error}" if result.error else "ok"
             summary = "; ".join(f"{t.name} = {t.value:g} {t.unit} ({verdict(t)})" for t in result.targets)
             print(f"[bench] {key} {status} in {result.seconds:.0f} s. {summary}", flush=True)
     finally:
-        if args.keep_work_dir:
+        if keep_work_dir:
             print(f"[bench] work dir kept: {work_dir}")
         else:
             import shutil
@@ -217,13 +247,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(work_dir, ignore_errors=True)
 
     previous = _previous_sections(output_dir / JSON_NAME)
-    fresh = {r.key: _section_entry(r, run_id, generated_at, command, args.quick) for r in results}
+    fresh = {r.key: _section_entry(r, run_id, generated_at, command, quick) for r in results}
     sections = {k: fresh.get(k) or previous[k] for k in SECTIONS if k in fresh or k in previous}
     report = {
         "run_id": run_id,
         "generated_at": generated_at,
         "command": command,
-        "quick": args.quick,
+        "quick": quick,
         "seconds": round(time.perf_counter() - started, 1),
         "machine": machine,
         "sections": sections,
@@ -232,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     (output_dir / JSON_NAME).write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n")
     (output_dir / DOC_NAME).write_text(render_markdown(report))
     print(f"[bench] wrote {output_dir / DOC_NAME} and {output_dir / JSON_NAME} in {report['seconds']:.0f} s")
-    return 1 if any(r.error for r in results) else 0
+    return results
 
 
 if __name__ == "__main__":

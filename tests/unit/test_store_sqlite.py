@@ -62,3 +62,41 @@ async def test_audit_chain_verifies_and_detects_tampering(store: ConversationSto
         await conn.execute(text("UPDATE audit_events SET data = '{}' WHERE id = 2"))
     ok, _, problem = await store.verify_audit_chain()
     assert not ok and "audit event 2" in problem
+
+
+async def test_dialogue_state_is_written_only_when_it_changed(store: ConversationStore) -> None:
+    """Most turns start no flow: their unchanged state costs no write, and a real change still detects a race."""
+    from kefu.dialogue.state import DialogueStates, FlowRun
+    from kefu.errors import ConflictError
+
+    states = DialogueStates(store)
+    session = await store.open_session(session_id=None, user_id="u", channel="web")
+
+    async def rows() -> list[tuple[int, str]]:
+        query = text("SELECT version, data FROM dialogue_states WHERE session_id = :s")
+        async with store.engine.connect() as conn:
+            return [(int(r[0]), str(r[1])) for r in await conn.execute(query, {"s": session.id})]
+
+    fresh = await states.load(session.id)
+    await states.save(session.id, "default", fresh)
+    assert await rows() == []  # nothing to remember yet: no row
+    fresh.active = FlowRun(flow="order_status", run_id="r1", step="ask_order", slots={})
+    await states.save(session.id, "default", fresh)
+    assert [v for v, _ in await rows()] == [1]
+
+    loaded = await states.load(session.id)
+    await states.save(session.id, "default", loaded)
+    assert [v for v, _ in await rows()] == [1]  # loaded and unchanged: not written again
+    assert loaded.active is not None
+    loaded.active.slots["order_number"] = "LM26110625"  # a flow fills a slot in place
+    await states.save(session.id, "default", loaded)
+    assert [v for v, _ in await rows()] == [2]
+    assert "LM26110625" in (await rows())[0][1]
+
+    stale = await states.load(session.id)
+    racing = await states.load(session.id)
+    racing.unresolved_streak = 1
+    await states.save(session.id, "default", racing)
+    stale.unresolved_streak = 2
+    with pytest.raises(ConflictError):
+        await states.save(session.id, "default", stale)

@@ -68,6 +68,8 @@ class SessionDialogue:
     recent: list[dict[str, Any]] = field(default_factory=list)
     """The last finished flows: name, run id, outcome."""
     version: int = 0
+    saved: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    """The state as the database holds it (None: no row yet); a save that would write the same is skipped."""
 
     def finish(self, outcome: str) -> None:
         if self.active is not None:
@@ -78,19 +80,22 @@ class SessionDialogue:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("version")
+        data.pop("saved")
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any], version: int) -> SessionDialogue:
         active = data.get("active")
         identity = data.get("identity")
-        return cls(
+        state = cls(
             active=FlowRun(**active) if active else None,
             identity=Identity(**identity) if identity else None,
             unresolved_streak=int(data.get("unresolved_streak", 0)),
             recent=list(data.get("recent", [])),
             version=version,
         )
+        state.saved = state.to_json()  # a deep copy: flows change their slots in place
+        return state
 
 
 class DialogueStates:
@@ -107,8 +112,14 @@ class DialogueStates:
         return SessionDialogue.from_json(dict(row.data or {}), int(row.version))
 
     async def save(self, session_id: str, tenant_id: str, state: SessionDialogue) -> None:
-        """Write the state; ConflictError when another turn saved this session since it was loaded."""
+        """Write the state; ConflictError when another turn saved this session since it was loaded.
+
+        A state that did not change is not written (most turns start no flow): one transaction less per
+        stage that saves, and no version bump that would make a concurrent turn's real change conflict.
+        """
         data = state.to_json()
+        if data == (state.saved if state.saved is not None else SessionDialogue().to_json()):
+            return
         expected = state.version
 
         def transaction(conn: Connection) -> int:
@@ -132,3 +143,4 @@ class DialogueStates:
         if not await self.store.transaction(transaction, write=True):
             raise ConflictError("this conversation was updated by another message at the same time; please resend")
         state.version = expected + 1
+        state.saved = data
