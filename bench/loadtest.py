@@ -891,7 +891,11 @@ def _report(plan: LoadTestPlan, runs: list[PhaseRun], *, quick: bool) -> Section
         "load, so that one address can play every customer. SQLite is the store, so two workers share one "
         "SQLite file.",
         "- Texts repeat across conversations as real customers' questions do (the FAQ's phrasings, with or "
-        "without a greeting), so a cache of recent answers would see repeats; flows read the shop's backend only.",
+        "without a greeting): the mix draws from about 1,400 distinct texts. The first time a text comes, kefu "
+        "runs the embedding model on it (about 10 ms of CPU here, the largest single cost of a turn); a repeat "
+        "reuses the recent-query memo (4096 texts) and, for a self-contained FAQ or knowledge question, the "
+        "answer cache (route `cache`). Phases are short, so many texts are still new in them. Flows read the "
+        "shop's backend only.",
         "- The stub's fixed reply is not grounded in the shop's knowledge, so kefu's grounding check turns most "
         "LLM answers into a quote of the best passage (`knowledge_quote`) or an honest `no_answer`; the LLM was "
         'called all the same (stage `generate`). A question kefu sends into a flow ("我想退货怎么操作") counts '
