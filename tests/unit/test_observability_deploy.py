@@ -38,7 +38,10 @@ _SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum",
 
 async def _exported_names(tmp_path: Path) -> set[str]:
     llm = ScriptedLLM()
-    app = create_app(make_settings(tmp_path), llm=llm)
+    # A gray release runs, so that its per-arm metrics are exported too.
+    release = tmp_path / "release.yaml"
+    release.write_text("experiments:\n  - id: prompts\n    share: 50\n    canary:\n      prompt_version: v1\n")
+    app = create_app(make_settings(tmp_path, release={"file": release}), llm=llm)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
             llm.queue("积分可以抵扣现金。", LLMUnavailableError("down"), "顺丰包邮。")
@@ -220,6 +223,14 @@ def _scenario(*, healthy: bool) -> list[dict[str, str]]:
         {"series": 'kefu_handoff_queue_length{status="queued"}', "values": f"{3 if healthy else 30}x{minutes}"},
         {"series": "kefu_handoff_queue_oldest_wait_seconds", "values": f"{120 if healthy else 1200}x{minutes}"},
         {"series": 'kefu_llm_circuit_open{role="chat",model="qwen3-8b"}', "values": f"{0 if healthy else 1}x{minutes}"},
+        {
+            "series": 'kefu_llm_busy_total{backend="chat",reason="timeout"}',
+            "values": _series(0 if healthy else 2, minutes),
+        },
+        {
+            "series": 'kefu_release_rollbacks_total{experiment="new-model",trigger="auto"}',
+            "values": f"0x{minutes - 20} 1x20" if not healthy else f"0x{minutes}",
+        },
         {"series": 'up{job="kefu"}', "values": f"{1 if healthy else 0}x{minutes}"},
         {"series": 'up{job="vllm"}', "values": f"{1 if healthy else 0}x{minutes}"},
     ]
