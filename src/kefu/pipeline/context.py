@@ -115,8 +115,10 @@ class TurnContext:
     """A human agent owns the session: the customer's message is stored and relayed, the bot says nothing."""
     resume_prompt: str | None = None
     """After answering a digression, the open flow's pending question, added to the end of the reply."""
+    earlier: list[MessageRecord] | None = None
+    """The session's last messages before this one (`earlier_messages`), read once per turn."""
     dialogue: SessionDialogue | None = None
-    """The session's flow state, loaded by the flow stage."""
+    """The session's flow state, loaded by the flow stage (or already by the answer cache's lookup)."""
     pii: PiiVault | None = None
     """The session's PII placeholders, loaded by the input guard when the message carried personal data.
     From the input guard on, `input.text` is the redacted text."""

@@ -20,11 +20,9 @@ from kefu.pipeline.stages.cache_policy import (
     text_blocker,
 )
 from kefu.pipeline.stages.grounding import SentenceGate
-from kefu.pipeline.stages.understand import dialogue_state
+from kefu.pipeline.stages.understand import dialogue_state, earlier_messages
 
 CACHE_ROUTE = "cache"
-HISTORY_WINDOW = 12
-"""Earlier messages read to judge the customer's mood, as the understanding stage reads them."""
 
 
 async def _serve(ctx: TurnContext, entry: CachedAnswer, trace: dict[str, Any]) -> None:
@@ -79,21 +77,12 @@ class ServeCachedAnswer:
         """No task under way, and nothing in the conversation that would route this turn elsewhere."""
         assert ctx.session is not None and ctx.customer_message is not None
         if deps.dialogue is not None:
-            state = await deps.dialogue.states.load(ctx.session.id)
+            # Kept for the flow stage, and for the unresolved stage, which resets the streak after an answer.
+            state = ctx.dialogue = await deps.dialogue.states.load(ctx.session.id)
             if state.active is not None:
                 return False  # the flow decides what this message means (a slot value, a digression)
-            if state.unresolved_streak:
-                ctx.dialogue = state  # an answer resets the streak (the unresolved stage saves it)
         if deps.understanding is not None:
-            records = await deps.store.list_messages(
-                ctx.session.id, limit=HISTORY_WINDOW, tenant_id=ctx.session.tenant_id
-            )
-            earlier = [
-                r
-                for r in records
-                if r.id != ctx.customer_message.id and r.created_at <= ctx.customer_message.created_at
-            ]
-            mood = dialogue_state(earlier, ctx.session.owner)
+            mood = dialogue_state(await earlier_messages(ctx, deps), ctx.session.owner)
             if mood.negative_streak or mood.failed_replies:
                 return False  # the router weighs these towards a person
         return True

@@ -43,6 +43,20 @@ def dialogue_state(records: list[MessageRecord], owner: str) -> DialogueState:
     )
 
 
+async def earlier_messages(ctx: TurnContext, deps: TurnDeps) -> list[MessageRecord]:
+    """The session's last `_HISTORY_WINDOW` messages before this turn's own; read once per turn and kept on `ctx`."""
+    assert ctx.session is not None and ctx.customer_message is not None
+    if ctx.earlier is None:
+        records = (
+            []
+            if ctx.new_session
+            else await deps.store.list_messages(ctx.session.id, limit=_HISTORY_WINDOW, tenant_id=ctx.session.tenant_id)
+        )
+        message = ctx.customer_message
+        ctx.earlier = [r for r in records if r.id != message.id and r.created_at <= message.created_at]
+    return ctx.earlier
+
+
 def _words_language(text: str) -> str | None:
     """The scripts of the customer's own words; a placeholder ("[PHONE_1:0827]") is no word of theirs."""
     return language_mix(PLACEHOLDER.sub(" ", text))
@@ -61,14 +75,7 @@ class UnderstandTurn:
         history: list[Message] = []
         state = DialogueState(owner=ctx.session.owner)
         if not ctx.new_session:
-            records = await deps.store.list_messages(
-                ctx.session.id, limit=_HISTORY_WINDOW, tenant_id=ctx.session.tenant_id
-            )
-            earlier = [
-                r
-                for r in records
-                if r.id != ctx.customer_message.id and r.created_at <= ctx.customer_message.created_at
-            ]
+            earlier = await earlier_messages(ctx, deps)
             state = dialogue_state(earlier, ctx.session.owner)
             history = [
                 Message("user" if r.role == "user" else "assistant", r.redacted_text or r.text)
