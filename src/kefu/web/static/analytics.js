@@ -7,7 +7,7 @@
 (() => {
   "use strict";
 
-  const { h, ApiError, session } = window.KefuConsole;
+  const { h, ApiError, session, lang, locale, $, translatePage } = window.KefuConsole;
   const DEFAULT_DAYS = 7;
   const DAY_MS = 86_400_000;
 
@@ -150,10 +150,7 @@
     },
   };
 
-  const lang = (navigator.language || "en").toLowerCase().startsWith("zh") ? "zh" : "en";
   const t = STRINGS[lang];
-  const locale = lang === "zh" ? "zh-CN" : "en";
-  const $ = (id) => document.getElementById(id);
 
   const percent = (share) => (share == null ? "–" : `${(share * 100).toFixed(1)}%`);
   const number = (n) => (n == null ? "–" : n.toLocaleString(locale));
@@ -173,9 +170,7 @@
     }
 
     start() {
-      document.documentElement.lang = locale;
-      document.title = `kefu · ${t.appTitle}`;
-      for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t[el.dataset.i18n];
+      translatePage(t);
       const today = new Date();
       $("range-to").value = isoDay(today);
       $("range-from").value = isoDay(new Date(today.getTime() - (DEFAULT_DAYS - 1) * DAY_MS));

@@ -1,6 +1,6 @@
 /**
  * Shared by the agent console (console.js) and the analytics page (analytics.js): the operator's sign-in kept in
- * sessionStorage (this tab only), element building without HTML, and the API's error type. Loaded first, with
+ * sessionStorage (this tab only), element building without HTML, the API's error type, and the page's language. Loaded first, with
  * `defer`, by both pages.
  */
 window.KefuConsole = (() => {
@@ -58,5 +58,17 @@ window.KefuConsole = (() => {
     },
   };
 
-  return { h, ApiError, session };
+  /** The operator's language: Chinese when the browser prefers it, else English. */
+  const lang = (navigator.language || "en").toLowerCase().startsWith("zh") ? "zh" : "en";
+  const locale = lang === "zh" ? "zh-CN" : "en";
+  const $ = (id) => document.getElementById(id);
+
+  /** Puts the page in `lang`: its lang attribute, title and every `data-i18n` element's text from `strings`. */
+  function translatePage(strings) {
+    document.documentElement.lang = locale;
+    document.title = `kefu · ${strings.appTitle}`;
+    for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = strings[el.dataset.i18n];
+  }
+
+  return { h, ApiError, session, lang, locale, $, translatePage };
 })();

@@ -10,7 +10,7 @@
 (() => {
   "use strict";
 
-  const { h, ApiError, session } = window.KefuConsole;
+  const { h, ApiError, session, lang, locale, $, translatePage } = window.KefuConsole;
   const RETRY_BASE_MS = 500;
   const RETRY_MAX_MS = 10_000;
   const HEARTBEAT_MS = 20_000;
@@ -158,9 +158,7 @@
     },
   };
 
-  const lang = (navigator.language || "en").toLowerCase().startsWith("zh") ? "zh" : "en";
   const t = STRINGS[lang];
-  const $ = (id) => document.getElementById(id);
 
   function duration(seconds) {
     const s = Math.max(0, Math.floor(seconds));
@@ -172,7 +170,7 @@
 
   function clock(iso) {
     const at = new Date(iso);
-    return Number.isNaN(at.getTime()) ? "" : at.toLocaleTimeString(lang === "zh" ? "zh-CN" : "en", { hour12: false });
+    return Number.isNaN(at.getTime()) ? "" : at.toLocaleTimeString(locale, { hour12: false });
   }
 
   /** The operator id inside an access token (only to know which tickets are mine; the server decides). */
@@ -205,9 +203,7 @@
     }
 
     start() {
-      document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
-      document.title = `kefu · ${t.appTitle}`;
-      for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t[el.dataset.i18n];
+      translatePage(t);
       $("reply-text").placeholder = t.replyPlaceholder;
       $("suggest-q").placeholder = t.searchPlaceholder;
       for (const code of RESOLUTIONS) $("close-code").append(h("option", { value: code }, t.resolutions[code]));
