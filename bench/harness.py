@@ -276,3 +276,18 @@ def server_process(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=15)
+
+
+def bundled_embedder() -> Any:
+    """The bundled embedding model as kefu ships it (the default engine of `knowledge.embedding`)."""
+    from kefu.config import EmbeddingSettings
+    from kefu.embeddings.registry import build_embedder
+
+    return build_embedder(EmbeddingSettings())
+
+
+def bundled_label() -> str:
+    """How the reports name the shipped embedder: the model and the engine running it."""
+    from kefu.config import EmbeddingSettings
+
+    return f"multilingual-e5-small ({EmbeddingSettings().engine})"

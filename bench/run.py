@@ -31,6 +31,7 @@ from bench.harness import REPO_ROOT, BenchOptions, SectionResult, machine_info, 
 SECTIONS: dict[str, str] = {
     "overhead": "bench.overhead",
     "embedded_model": "bench.embedded_model",
+    "embedding_engines": "bench.embedding_engines",
     "guards": "bench.guards",
     "understanding": "bench.understanding",
     "retrieval": "bench.retrieval",

