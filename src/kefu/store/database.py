@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from alembic import command
@@ -64,7 +65,22 @@ def _status(connection: Connection) -> tuple[str | None, str]:
 
 
 async def migrate(engine: AsyncEngine) -> None:
-    """Bring the schema to the newest revision."""
+    """Bring the schema to the newest revision.
+
+    Workers started together migrate one at a time: PostgreSQL through an advisory lock, a SQLite file through a
+    lock file beside it (SQLite runs DDL outside a transaction, so two workers would both create the tables)."""
+    url = engine.url
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        from filelock import FileLock
+
+        lock = FileLock(f"{url.database}.migrate.lock", timeout=120)
+        await asyncio.to_thread(lock.acquire)
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(_upgrade)
+        finally:
+            lock.release()
+        return
     async with engine.begin() as conn:
         await conn.run_sync(_upgrade)
 
