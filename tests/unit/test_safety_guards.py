@@ -123,3 +123,16 @@ async def test_model_input_and_output_are_audited_redacted(
     assert len(events) == 1
     assert "13812345678" not in repr(events[0].data)
     assert (await services.store.verify_audit_chain())[0]
+
+
+async def test_the_model_reads_the_customer_text_as_written_not_the_guard_reading(
+    client: httpx.AsyncClient, llm: ScriptedLLM, app: FastAPI
+) -> None:
+    """The input guard folds traditional characters and full-width letters only for its own matching."""
+    llm.queue("可以的，我们周末也有同事值班。")
+    text = "請問你們週末有人值班嗎？ＬＭ２６０８００３７"
+    resp = await client.post("/v1/chat", json={"user_id": "u7", "text": text})
+    assert resp.json()["reply"] == "可以的，我们周末也有同事值班。"
+    assert text in llm.calls[0].prompt_text
+    stored = await app.state.services.store.list_messages(resp.json()["session_id"])
+    assert stored[0].text == text

@@ -5,10 +5,13 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from kefu.safety.injection import EmbeddingInjectionClassifier, is_suspicious, pattern_score
+from kefu.safety.injection import EmbeddingInjectionClassifier, is_suspicious, reading_score
 from kefu.safety.lexicon import Lexicon
+from kefu.safety.normalise import read_for_detection
 from kefu.safety.verdict import PASSED, GuardVerdict
 
+MODEL_FLOOR = 0.6
+"""The pattern score from which a message the patterns did not decide goes to the embedding classifier."""
 # Zero-width characters are stripped before matching: they hide words from the lexicon and patterns.
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
@@ -18,7 +21,8 @@ _VOWELS = re.compile(r"[aeiouy]", re.IGNORECASE)
 
 
 def normalise_for_matching(text: str) -> str:
-    """NFKC (full-width letters become ASCII) without invisible characters, so spelling tricks still match."""
+    """NFKC (full-width letters become ASCII) without invisible characters: the output guard's light reading, which
+    keeps the text's length so streamed replies can be cut where a word begins (the input guard reads more)."""
     return unicodedata.normalize("NFKC", text).translate(_INVISIBLE)
 
 
@@ -61,27 +65,28 @@ class InputGuard:
             return GuardVerdict(
                 True, "control_chars", ("control or bidi-override characters",), 1.0, "guard_invalid"
             ), False
-        clean = normalise_for_matching(text)
-        words = self.lexicon.find(clean)
+        reading = read_for_detection(text)
+        words = self.lexicon.find(reading.combined)
         if words:
             return GuardVerdict(
                 True, "sensitive_word", (f"{len(words)} listed word(s)",), 1.0, "guard_sensitive"
             ), False
-        injection = pattern_score(clean)
+        injection = reading_score(reading)
         if injection.score >= 1.0:
             return GuardVerdict(
                 True, "injection", injection.reasons, injection.score, _reply_for(injection.reasons)
             ), False
-        if looks_like_gibberish(clean):
+        if looks_like_gibberish(reading.text):
             return GuardVerdict(True, "gibberish", ("no recognisable words",), 1.0, "guard_gibberish"), False
-        # Only a partial pattern match (0 < score < 1) pays for the embedding model: an ordinary question never does.
-        needs_model = self.classifier is not None and injection.score > 0 and is_suspicious(clean)
+        # Only a strong partial match (MODEL_FLOOR <= score < 1) pays for the embedding model: one weak signal, which
+        # an ordinary message may well carry ("as agreed with your colleague…"), does not.
+        needs_model = self.classifier is not None and injection.score >= MODEL_FLOOR and is_suspicious(reading.combined)
         return GuardVerdict(False, reasons=injection.reasons, score=injection.score), needs_model
 
     def check_model(self, text: str, fast: GuardVerdict) -> GuardVerdict:
         """The embedding classifier's opinion on a message the patterns found suspicious (blocking: run in a thread)."""
         assert self.classifier is not None
-        score = self.classifier.score(normalise_for_matching(text))
+        score = self.classifier.score(read_for_detection(text).combined)
         combined = max(fast.score, score)
         if score >= self.classifier.threshold:
             reasons = (*fast.reasons, f"classifier {score:.2f}")
@@ -101,4 +106,4 @@ def _reply_for(reasons: tuple[str, ...]) -> str:
     return "guard_injection"
 
 
-__all__ = ["PASSED", "GuardVerdict", "InputGuard", "looks_like_gibberish", "normalise_for_matching"]
+__all__ = ["MODEL_FLOOR", "PASSED", "GuardVerdict", "InputGuard", "looks_like_gibberish", "normalise_for_matching"]

@@ -9,6 +9,7 @@ from typing import Any
 
 from kefu.safety.input_guard import normalise_for_matching
 from kefu.safety.lexicon import Lexicon
+from kefu.safety.normalise import fold
 from kefu.safety.pii import PiiVault, Redactor, kinds_in
 from kefu.safety.verdict import PASSED, GuardVerdict
 
@@ -115,7 +116,8 @@ class OutputGuard:
         """`generated`: the reply came from a model (promise checks apply); curated answers are the shop's own words."""
         trace = trace or {}
         clean = normalise_for_matching(reply)
-        if self.lexicon.find(clean):
+        # Listed words are also looked for in the folded reply (look-alike letters, traditional characters).
+        if self.lexicon.find(clean) or self.lexicon.find(fold(clean)):
             return OutputCheck(GuardVerdict(True, "sensitive_word", ("listed word in reply",), 1.0, "guard_output"), "")
         leak = self.leaks.leaked(clean, system_prompt) if generated else None
         if leak:

@@ -15,6 +15,7 @@ from kefu.safety.crypto import TextCipher
 from kefu.safety.injection import EmbeddingInjectionClassifier
 from kefu.safety.input_guard import InputGuard
 from kefu.safety.lexicon import DEFAULT_WORDS, Lexicon, read_words
+from kefu.safety.normalise import warm as warm_reading
 from kefu.safety.output_guard import OutputGuard
 from kefu.safety.pii import PiiDetector, PiiVault, Redactor, normalise
 
@@ -55,6 +56,7 @@ class Safety:
             if embedder is not None and g.embedding_classifier
             else None
         )
+        warm_reading()  # the input guard's tables load at start-up, not during a customer's first turn
         self._input: dict[str, InputGuard] = {}
         self._output: dict[str, OutputGuard] = {}
 
