@@ -278,7 +278,7 @@ def build_graph(model: E5File, precision: Precision = "int8") -> bytes:
 
 
 def default_threads() -> int:
-    """Texts embedded in parallel: the cores this process may use, at most 4."""
+    """Passages embedded in parallel: the cores this process may use, at most 4."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
@@ -352,8 +352,10 @@ class E5OnnxEngine:
                 end += 1
             batches.append([windows[i] for i in order[start:end]])
             start = end
-        # The batches of one call run side by side on the pool's threads (ONNX Runtime sessions are thread-safe).
-        if self._pool is None or len(batches) == 1:
+        # Passages (ingestion: many long texts) run side by side on the pool's threads; ONNX Runtime sessions are
+        # thread-safe. Queries run on the caller's thread: they are short, and in a server the turns calling in
+        # parallel already keep the cores busy (measured: a pool for queries cut a worker's capacity by a third).
+        if self._pool is None or len(batches) == 1 or query:
             results = [self._forward(batch) for batch in batches]
         else:
             results = list(self._pool.map(self._forward, batches))
