@@ -168,7 +168,6 @@ def build_graph(model: E5File, precision: Precision = "int8") -> bytes:
     from onnx import TensorProto, helper, numpy_helper
 
     hidden, heads = model.hidden, model.heads
-    head_dim = hidden // heads
     initializers: list[onnx.TensorProto] = []
     nodes: list[onnx.NodeProto] = []
 
@@ -180,10 +179,13 @@ def build_graph(model: E5File, precision: Precision = "int8") -> bytes:
         nodes.append(helper.make_node(kind, inputs, [output], domain=domain, **attrs))
         return output
 
-    def linear(x: str, prefix: str, rows: int, cols: int) -> str:
-        """y = x W^T + b for a [rows, cols] weight stored as 4-bit blocks."""
-        blocks = model.q4_blocks(f"{prefix}.w", rows, cols)
-        bias = const(f"{prefix}.b", model.floats(f"{prefix}.b").copy())
+    def linear(x: str, prefix: str, rows: int, cols: int, *, stacked: Sequence[str] = ()) -> str:
+        """y = x W^T + b for a [rows, cols] weight stored as 4-bit blocks; `stacked`: several weights of the same
+        input as one product (their outputs side by side)."""
+        names = stacked or (prefix,)
+        blocks = np.concatenate([model.q4_blocks(f"{name}.w", rows, cols) for name in names])
+        bias = const(f"{prefix}.b", np.concatenate([model.floats(f"{name}.b") for name in names]))
+        rows *= len(names)
         if precision == "q4":
             # The file's own blocks, repacked: ONNX Runtime wants nibbles in element order (2i low, 2i + 1 high).
             scales = np.ascontiguousarray(blocks[..., :2]).view(np.float16).astype(np.float32).reshape(-1)
@@ -227,31 +229,24 @@ def build_graph(model: E5File, precision: Precision = "int8") -> bytes:
             epsilon=model.eps,
         )
 
-    const("shape_heads", np.array([0, 0, heads, head_dim], np.int64))
-    const("shape_hidden", np.array([0, 0, hidden], np.int64))
-    const("attention_scale", np.array(1.0 / np.sqrt(head_dim), np.float32))
-    const("one", np.array(1.0, np.float32))
-    const("masked", np.array(-1e4, np.float32))
-    const("axes_1_2", np.array([1, 2], np.int64))
+    # Padding keys (in `q4` batches) are left out of attention: the key mask is the input mask as int32.
+    op("Cast", ["mask"], "key_mask", to=TensorProto.INT32)
     const("axis_1", np.array([1], np.int64))
     const("axis_2", np.array([2], np.int64))
-    # Padding keys get -10000 before the softmax: [B, 1, 1, T].
-    additive = op("Mul", [op("Sub", ["one", "mask"], "mask_off"), "masked"], "mask_add")
-    key_mask = op("Unsqueeze", [additive, "axes_1_2"], "key_mask")
 
     x = layer_norm("embeddings", "emb.ln.w", "emb.ln.b", "h0")
     for layer in range(model.layers):
         p = f"l{layer}"
-        q = linear(x, f"{p}.q", hidden, hidden)
-        k = linear(x, f"{p}.k", hidden, hidden)
-        v = linear(x, f"{p}.v", hidden, hidden)
-        q = op("Transpose", [op("Reshape", [q, "shape_heads"], f"{p}.qr")], f"{p}.qt", perm=[0, 2, 1, 3])
-        k = op("Transpose", [op("Reshape", [k, "shape_heads"], f"{p}.kr")], f"{p}.kt", perm=[0, 2, 3, 1])
-        v = op("Transpose", [op("Reshape", [v, "shape_heads"], f"{p}.vr")], f"{p}.vt", perm=[0, 2, 1, 3])
-        scores = op("Mul", [op("MatMul", [q, k], f"{p}.qk"), "attention_scale"], f"{p}.scaled")
-        probs = op("Softmax", [op("Add", [scores, key_mask], f"{p}.masked")], f"{p}.probs", axis=-1)
-        context = op("Transpose", [op("MatMul", [probs, v], f"{p}.ctx")], f"{p}.ctxt", perm=[0, 2, 1, 3])
-        context = op("Reshape", [context, "shape_hidden"], f"{p}.ctxr")
+        # Q, K and V share their input: one product, split in three, then ONNX Runtime's fused attention.
+        qkv = linear(x, f"{p}.qkv", hidden, hidden, stacked=(f"{p}.q", f"{p}.k", f"{p}.v"))
+        nodes.append(helper.make_node("Split", [qkv], [f"{p}.q", f"{p}.k", f"{p}.v"], axis=-1, num_outputs=3))
+        context = op(
+            "MultiHeadAttention",
+            [f"{p}.q", f"{p}.k", f"{p}.v", "", "key_mask"],
+            f"{p}.ctx",
+            domain="com.microsoft",
+            num_heads=heads,
+        )
         attended = op("Add", [x, linear(context, f"{p}.ao", hidden, hidden)], f"{p}.res1")
         x = layer_norm(attended, f"{p}.aln.w", f"{p}.aln.b", f"{p}.h1")
         inner = op("Gelu", [linear(x, f"{p}.fi", model.ffn, hidden)], f"{p}.gelu")
