@@ -13,6 +13,8 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from kefu.store.sqlite_thread import is_sqlite_file
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Several workers may start at once against one PostgreSQL; one applies migrations, the others wait.
 _PG_MIGRATION_LOCK = 0x6B656675
@@ -69,20 +71,17 @@ async def migrate(engine: AsyncEngine) -> None:
 
     Workers started together migrate one at a time: PostgreSQL through an advisory lock, a SQLite file through a
     lock file beside it (SQLite runs DDL outside a transaction, so two workers would both create the tables)."""
-    url = engine.url
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        from filelock import FileLock
+    from filelock import FileLock
 
-        lock = FileLock(f"{url.database}.migrate.lock", timeout=120)
+    lock = FileLock(f"{engine.url.database}.migrate.lock", timeout=120) if is_sqlite_file(engine.url) else None
+    if lock is not None:
         await asyncio.to_thread(lock.acquire)
-        try:
-            async with engine.begin() as conn:
-                await conn.run_sync(_upgrade)
-        finally:
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_upgrade)
+    finally:
+        if lock is not None:
             lock.release()
-        return
-    async with engine.begin() as conn:
-        await conn.run_sync(_upgrade)
 
 
 async def migration_status(engine: AsyncEngine) -> tuple[str | None, str]:
