@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import (
-    REPO_ROOT,
+    DEMO_SHOP,
     BenchOptions,
     SectionResult,
     ServerProcess,
@@ -41,7 +41,6 @@ from bench.overhead import _kefu_env, _load_test_settings, _settings_fields
 KEY = "cache"
 TITLE = "Answer cache: cache-hit turns through POST /v1/chat"
 
-DEMO_SHOP = REPO_ROOT / "examples" / "demo_shop"
 REDIS_URL = "redis://127.0.0.1:6379/14"
 
 

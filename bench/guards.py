@@ -10,7 +10,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-from bench.harness import REPO_ROOT, BenchOptions, SectionResult, Target, bundled_embedder, md_table, percentile
+from bench.harness import (
+    DEMO_SHOP,
+    REPO_ROOT,
+    BenchOptions,
+    SectionResult,
+    Target,
+    bundled_embedder,
+    md_table,
+    percentile,
+)
 from kefu.config import Settings, load_settings
 from kefu.llm.types import Message
 from kefu.pipeline import TurnContext, TurnDeps, TurnInput
@@ -27,11 +36,10 @@ HELD_OUT = ("heldout", "heldout2")
 """Held-out red-team sets (`tests/redteam/<name>_attacks.jsonl`, `<name>_benign.jsonl`), oldest first."""
 TITLE = "Guards: cost per turn, red-team block rate, ordinary-question pass rate"
 SUITE = REPO_ROOT / "tests" / "redteam"
-SHOP = REPO_ROOT / "examples" / "demo_shop"
 
 
 def _faq_pairs() -> list[tuple[str, str]]:
-    with (SHOP / "knowledge" / "faq.csv").open(encoding="utf-8") as handle:
+    with (DEMO_SHOP / "knowledge" / "faq.csv").open(encoding="utf-8") as handle:
         return [(row["question"], row["answer"]) for row in csv.DictReader(handle)]
 
 
@@ -72,7 +80,7 @@ def _streamed(safety: Safety, settings: Settings, replies: list[str]) -> tuple[l
         store=cast(ConversationStore, None),  # never read: the turn's vault is given
         llms={},
         prompts=PromptLibrary(settings.chat.prompt_version),
-        shop=load_shop(SHOP),
+        shop=load_shop(DEMO_SHOP),
         safety=safety,
     )
     system = deps.prompts.render("system", shop=deps.shop, language="zh")
@@ -106,7 +114,7 @@ def _streamed(safety: Safety, settings: Settings, replies: list[str]) -> tuple[l
 
 
 def run(options: BenchOptions) -> SectionResult:
-    settings = load_settings(data_dir=options.work_dir / "guards", llm={"backend": "testing"}, shop={"dir": SHOP})
+    settings = load_settings(data_dir=options.work_dir / "guards", llm={"backend": "testing"}, shop={"dir": DEMO_SHOP})
     safety = Safety(settings, secret=b"bench" * 8, embedder=bundled_embedder())
     assert safety.classifier is not None
     safety.classifier.warm()  # training is a one-off at first use, not a per-turn cost

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+DEMO_SHOP = REPO_ROOT / "examples" / "demo_shop"
+"""The demo shop every section measures kefu with."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,7 +47,7 @@ from websockets.exceptions import WebSocketException
 from bench.conversations import KINDS, Conversation, ConversationMix
 from bench.customers import TRANSPORTS, Customer, Reply, make_customer
 from bench.harness import (
-    REPO_ROOT,
+    DEMO_SHOP,
     BenchOptions,
     SectionResult,
     ServerProcess,
@@ -67,7 +67,6 @@ from bench.overhead import _kefu_env, _load_test_settings, _settings_fields
 KEY = "loadtest"
 TITLE = "Load test: mixed conversations over HTTP, SSE and WebSocket (stub LLM, one and several workers)"
 
-DEMO_SHOP = REPO_ROOT / "examples" / "demo_shop"
 NO_REPLY = "(no reply)"
 WARMUP_LIMIT_S = 120.0
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import (
-    REPO_ROOT,
+    DEMO_SHOP,
     BenchOptions,
     SectionResult,
     ServerProcess,
@@ -39,7 +39,6 @@ from bench.loadgen import LoadResult, run_event_loop, run_load
 KEY = "overhead"
 TITLE = "kefu overhead (fixed-latency stub LLM)"
 
-DEMO_SHOP = REPO_ROOT / "examples" / "demo_shop"
 
 QUESTIONS_ZH = (
     "退货政策是什么？",

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import (
-    REPO_ROOT,
+    DEMO_SHOP,
     BenchOptions,
     SectionResult,
     Target,
@@ -46,7 +46,6 @@ from bench.harness import (
 KEY = "retrieval"
 TITLE = "Knowledge retrieval: hybrid vs dense vs BM25, 10k-chunk latency, ingestion, curated turns"
 
-DEMO_SHOP = REPO_ROOT / "examples" / "demo_shop"
 KNOWLEDGE = DEMO_SHOP / "knowledge"
 QUERIES = DEMO_SHOP / "eval" / "retrieval_queries.jsonl"
 OUT_OF_KNOWLEDGE = DEMO_SHOP / "eval" / "out_of_knowledge.jsonl"

@@ -17,12 +17,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench.harness import REPO_ROOT, BenchOptions, SectionResult, Target, bundled_embedder, md_table, percentile
+from bench.harness import (
+    DEMO_SHOP,
+    BenchOptions,
+    SectionResult,
+    Target,
+    bundled_embedder,
+    md_table,
+    percentile,
+)
 
 KEY = "understanding"
 TITLE = "Understanding: intent, out-of-scope, entities, emotion, routing (no LLM)"
 
-DEMO_SHOP = REPO_ROOT / "examples" / "demo_shop"
 TEST_SET = DEMO_SHOP / "eval" / "intents_test.csv"
 ENTITY_SET = DEMO_SHOP / "eval" / "entities_test.jsonl"
 COMMAND = "kefu eval intents --train examples/demo_shop/intents.yaml --test examples/demo_shop/eval/intents_test.csv"
