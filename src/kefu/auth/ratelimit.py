@@ -24,6 +24,29 @@ class RateLimitedError(UserError):
         self.retry_after_s = retry_after_s
 
 
+class SweptMemoryStorage(MemoryStorage):
+    """`limits`' in-process storage, with its sweep of expired keys started at most once a second.
+
+    The library starts a sweep over every key after each hit, as soon as the last sweep is done. With one key per
+    customer that sweep runs back to back on the event loop under load (measured: about a tenth of a worker's CPU at
+    90 turns/s). A counter past its window is dropped when it is next read whatever the sweep does, so sweeping
+    less often only keeps an expired key in memory up to a second longer.
+    """
+
+    SWEEP_INTERVAL_S = 1.0
+
+    def __init__(self, uri: str | None = None, wrap_exceptions: bool = False, **options: str) -> None:
+        self._next_sweep = 0.0
+        super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
+
+    async def _MemoryStorage__schedule_expiry(self) -> None:  # the library's (name-mangled) private hook
+        now = time.monotonic()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + self.SWEEP_INTERVAL_S
+        await super()._MemoryStorage__schedule_expiry()  # type: ignore[misc]
+
+
 class RateLimiter:
     """Sliding-window-counter limits (the `limits` library); one limiter per app, storage chosen by configuration.
 
@@ -39,7 +62,7 @@ class RateLimiter:
             uri = redis_url if redis_url.startswith("async+") else f"async+{redis_url}"
             storage = RedisStorage(uri, implementation="redispy", key_prefix="kefu-limits")
         else:
-            storage = MemoryStorage()
+            storage = SweptMemoryStorage()
         self.storage = storage
         self._limiter = SlidingWindowCounterRateLimiter(storage)
         try:
