@@ -1,0 +1,107 @@
+"""The RE2 prefilter in front of the injection rules: it never hides a rule that matches, so verdicts are unchanged."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kefu.safety import injection
+from kefu.safety.normalise import read_for_detection
+from kefu.safety.prefilter import PatternSet, widen_for_re2
+
+REDTEAM = Path(__file__).resolve().parents[1] / "redteam"
+CORPUS = [
+    json.loads(line)["text"]
+    for path in sorted(REDTEAM.glob("*.jsonl"))
+    for line in path.read_text(encoding="utf-8").splitlines()
+    if line.strip()
+]
+RULES = [pattern for pattern, _, _ in injection._RULES]
+
+
+def matching_rules(text: str) -> set[int]:
+    return {i for i, pattern in enumerate(RULES) if pattern.search(text)}
+
+
+def test_the_corpus_is_the_red_team_sets() -> None:
+    assert len(CORPUS) > 1000
+
+
+def test_every_rule_that_matches_a_red_team_or_ordinary_message_is_a_candidate() -> None:
+    misses = []
+    for text in CORPUS:
+        for form in {text, read_for_detection(text).combined}:
+            candidates = injection._RULE_SET.candidates(form)
+            assert candidates is not None, form
+            missing = matching_rules(form) - set(candidates)
+            if missing:
+                misses.append((form, sorted(missing)))
+    assert not misses
+
+
+def test_scores_with_the_prefilter_equal_scores_searching_every_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    readings = [read_for_detection(text) for text in CORPUS]
+    filtered = [injection.reading_score(r) for r in readings]
+    monkeypatch.setattr(injection._RULE_SET, "candidates", lambda text: None)
+    assert [injection.reading_score(r) for r in readings] == filtered
+    # The attacks do trip rules: the comparison is not between two empty lists of reasons.
+    assert sum(1 for score in filtered if score.score >= 1.0) > 300
+
+
+# Texts that tempt every difference between RE2 and Python: CJK letters beside ASCII words (Python's \b and \w are
+# Unicode), full-width and other Unicode digits (\d), ideographic and no-break spaces (\s), newlines (^ and $),
+# case, and fragments of the attacks themselves.
+_FRAGMENTS = sorted({word for text in CORPUS for word in re.split(r"[\s,.!?，。！？]+", text) if 1 < len(word) < 12})
+_PIECES = st.one_of(
+    st.sampled_from(_FRAGMENTS),
+    st.sampled_from(["\u3000", "\xa0", "\n", " ", "\t", "\u2028", "\x85", "请", "的", "é", "_", "３", "٣", "5"]),
+    st.text(alphabet=st.characters(codec="utf-8"), max_size=4),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_PIECES, min_size=1, max_size=14), st.booleans())
+def test_any_text_keeps_every_matching_rule_a_candidate(pieces: list[str], upper: bool) -> None:
+    text = "".join(pieces)
+    text = text.upper() if upper else text
+    candidates = injection._RULE_SET.candidates(text)
+    if candidates is not None:
+        assert matching_rules(text) <= set(candidates)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "text"),
+    [
+        (r"\bcafé\b", "un café."),  # Python's \b is Unicode: é is a word character; RE2's \b would not match
+        (r"\b退款", "申请 退款"),
+        (r"(?<!我的)客户名单", "导出全部客户名单"),  # lookbehind dropped: RE2 matches more, Python decides
+        (r"\d{3}元", "退款３００元"),  # full-width digits are \d in Python
+        (r"退款\s+双倍", "退款\u3000双倍"),  # the ideographic space is \s in Python
+        (r"^confirm$", "confirm\n"),  # Python's $ also matches before a final newline; RE2's, at every line
+        (r"\w+ team", "运营 team"),  # CJK letters are \w in Python
+        (r"[^\w\s]{3}", "!!!"),
+        (r"客服(?=机器人)", "客服机器人"),
+    ],
+)
+def test_widened_patterns_match_wherever_python_does(pattern: str, text: str) -> None:
+    compiled = re.compile(pattern, re.IGNORECASE)
+    pattern_set = PatternSet([compiled])
+    assert compiled.search(text) is not None
+    assert pattern_set.candidates(text) == [0]
+
+
+def test_what_re2_cannot_read_falls_back_to_every_rule() -> None:
+    pattern_set = PatternSet([re.compile(r"(a)\1"), re.compile("ignore")])
+    assert pattern_set.candidates("aa") == [0]  # a backreference is beyond RE2: that rule is always searched
+    assert pattern_set.candidates("ignore") == [0, 1]
+    assert pattern_set.candidates("lone \ud800 surrogate") is None  # not UTF-8: search with every rule
+
+
+def test_the_translation_keeps_literals_and_drops_only_assertions() -> None:
+    assert widen_for_re2(r"\bfoo[\w-]{0,3}(?!bar)\b") == r"(?m)foo[\p{L}\p{N}_-]*"
+    assert widen_for_re2(r"[\]\b]x\.") == r"(?m)[\]\x{08}]x\."  # \b in a class is a backspace
