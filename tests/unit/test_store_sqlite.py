@@ -100,3 +100,23 @@ async def test_dialogue_state_is_written_only_when_it_changed(store: Conversatio
     stale.unresolved_streak = 2
     with pytest.raises(ConflictError):
         await states.save(session.id, "default", stale)
+
+
+async def test_a_turn_that_created_its_session_reads_no_state_and_a_racing_save_still_conflicts(
+    store: ConversationStore,
+) -> None:
+    """The first turn of a new session skips the read; a turn of the same session that saved first still wins."""
+    from kefu.dialogue.state import DialogueStates, FlowRun
+    from kefu.errors import ConflictError
+
+    states = DialogueStates(store)
+    session = await store.open_session(session_id=None, user_id="u", channel="web")
+    first = await states.load(session.id, new_session=True)
+    assert first.active is None and first.version == 0
+    other = await states.load(session.id)
+    other.unresolved_streak = 1
+    await states.save(session.id, "default", other)
+    first.active = FlowRun(flow="order_status", run_id="r1", step="ask_order", slots={})
+    with pytest.raises(ConflictError):
+        await states.save(session.id, "default", first)
+    assert (await states.load(session.id)).unresolved_streak == 1

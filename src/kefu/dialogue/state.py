@@ -104,7 +104,11 @@ class DialogueStates:
     def __init__(self, store: ConversationStore) -> None:
         self.store = store
 
-    async def load(self, session_id: str) -> SessionDialogue:
+    async def load(self, session_id: str, *, new_session: bool = False) -> SessionDialogue:
+        """The session's state; `new_session`: the session was created by this very turn, so it has none yet and
+        nothing is read (a turn of the same session that saves first is caught by `save` as a conflict)."""
+        if new_session:
+            return SessionDialogue()
         query = select(_STATES.c.data, _STATES.c.version).where(_STATES.c.session_id == session_id)
         row = await self.store.transaction(lambda conn: conn.execute(query).first(), write=False)
         if row is None:

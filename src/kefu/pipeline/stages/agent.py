@@ -35,7 +35,7 @@ class RunToolAgent:
             ctx.trace["agent"] = {"skipped": f"intent {intent} lists no tools"}  # knowledge answers instead
             return
         assert ctx.session is not None
-        state = ctx.dialogue or await dialogue.states.load(ctx.session.id)
+        state = ctx.dialogue or await dialogue.states.load(ctx.session.id, new_session=ctx.new_session)
         ctx.dialogue = state
         request = AgentRequest(
             intent=intent,

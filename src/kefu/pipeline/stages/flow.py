@@ -37,7 +37,7 @@ class RunFlow:
         if dialogue is None:
             return
         assert ctx.session is not None
-        state = ctx.dialogue or await dialogue.states.load(ctx.session.id)
+        state = ctx.dialogue or await dialogue.states.load(ctx.session.id, new_session=ctx.new_session)
         ctx.dialogue = state
         understanding = ctx.understanding
         decision = understanding.intent if understanding else None
