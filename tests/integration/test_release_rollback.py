@@ -88,7 +88,8 @@ async def test_a_failing_canary_is_rolled_back_and_customers_see_no_errors(tmp_p
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://kefu.test") as client:
                 # Streamed turns of canary sessions: the control's model takes over before the first token.
-                for sid in canary_sessions(3):
+                streamed_sessions = canary_sessions(3)
+                for sid in streamed_sessions:
                     done = await streamed(client, {"user_id": f"u-{sid}", "session_id": sid, "text": QUESTION})
                     assert (done["error"], done["reply"]) == (None, CONTROL_REPLY)
                     latest = (await services.store.list_messages(sid))[-1]
@@ -132,9 +133,9 @@ async def test_a_failing_canary_is_rolled_back_and_customers_see_no_errors(tmp_p
             assert all(b["reply"] == CONTROL_REPLY for b in bodies)
 
             # What was stored: every reply names its arm; canary replies note the failure the control covered.
-            replies = [
-                m for b in bodies for m in await services.store.list_messages(b["session_id"]) if m.role == "assistant"
-            ]
+            # (The streamed canary sessions count too: the rule may roll back after a few of the 60 turns.)
+            sessions = [*streamed_sessions, *(b["session_id"] for b in bodies)]
+            replies = [m for sid in sessions for m in await services.store.list_messages(sid) if m.role == "assistant"]
             canary = [r for r in replies if r.arm == "canary"]
             control_arm = [r for r in replies if r.arm == "control"]
             assert len(canary) >= MIN_TURNS and control_arm
@@ -148,10 +149,9 @@ async def test_a_failing_canary_is_rolled_back_and_customers_see_no_errors(tmp_p
             session = await services.store.get_session(canary_session)
             assert (session.experiment, session.arm) == ("qwen3-canary", "canary")
             async with httpx.AsyncClient(transport=transport, base_url="http://kefu.test") as client:
-                user = next(b for b in bodies if b["session_id"] == canary_session)
                 owner = (await services.store.get_session(canary_session)).user_id
                 again = await client.post(
-                    "/v1/chat", json={"user_id": owner, "session_id": user["session_id"], "text": QUESTION}
+                    "/v1/chat", json={"user_id": owner, "session_id": canary_session, "text": QUESTION}
                 )
             assert again.status_code == 200 and again.json()["error"] is None
             latest = (await services.store.list_messages(canary_session))[-1]
