@@ -338,18 +338,26 @@ def _load_test_settings(fields: set[str]) -> dict[str, str]:
 
 
 def _stage_breakdown(db_path: Path, phase: str) -> dict[str, dict[str, float]]:
-    """Per-stage latency (p50, p99 in ms) kefu recorded on the replies of one phase."""
+    """Per-stage latency (p50, p99 in ms) kefu recorded on the replies of one phase; and the understanding stage's
+    LLM fallback (a second call to the stub, for a message the intent classifier is unsure of) on the turns it ran."""
     with sqlite3.connect(db_path) as db:
         rows = db.execute(
-            "SELECT r.stage_latency_ms, r.latency_ms FROM messages r JOIN messages u ON r.reply_to = u.id "
+            "SELECT r.stage_latency_ms, r.latency_ms, json_extract(r.metadata, '$.understanding.latency_ms.llm') "
+            "FROM messages r JOIN messages u ON r.reply_to = u.id "
             "WHERE r.role = 'assistant' AND json_extract(u.metadata, '$.bench_phase') = ?",
             (phase,),
         ).fetchall()
     stages: dict[str, list[float]] = {}
-    for stage_json, total in rows:
+    fallbacks: list[float] = []
+    for stage_json, total, fallback_ms in rows:
         for stage, ms in json.loads(stage_json or "{}").items():
             stages.setdefault(stage, []).append(float(ms))
         stages.setdefault("turn (as kefu records it)", []).append(float(total))
+        if fallback_ms is not None:
+            fallbacks.append(float(fallback_ms))
+    if fallbacks:
+        share = len(fallbacks) / len(rows)
+        stages[f"understand: its LLM fallback, on {share:.0%} of turns (in `understand` above)"] = fallbacks
     out = {}
     for stage, values in stages.items():
         values.sort()
