@@ -119,6 +119,8 @@ class TurnContext:
     """The session's last messages before this one (`earlier_messages`), read once per turn."""
     dialogue: SessionDialogue | None = None
     """The session's flow state, loaded by the flow stage (or already by the answer cache's lookup)."""
+    knowledge_followed: bool = False
+    """The knowledge base has been brought to the shared version once this turn (`follow_knowledge`)."""
     pii: PiiVault | None = None
     """The session's PII placeholders, loaded by the input guard when the message carried personal data.
     From the input guard on, `input.text` is the redacted text."""

@@ -20,6 +20,7 @@ from kefu.pipeline.stages.cache_policy import (
     text_blocker,
 )
 from kefu.pipeline.stages.grounding import SentenceGate
+from kefu.pipeline.stages.knowledge import follow_knowledge
 from kefu.pipeline.stages.understand import dialogue_state, earlier_messages
 
 CACHE_ROUTE = "cache"
@@ -62,7 +63,7 @@ class ServeCachedAnswer:
             return
         if not ctx.new_session and not await self._session_allows(ctx, deps):
             return
-        await knowledge.refresh()
+        await follow_knowledge(ctx, knowledge)
         if not knowledge.has_documents:
             return
         await cache.follow_knowledge(knowledge.version)

@@ -13,6 +13,7 @@ import unicodedata
 
 from kefu.knowledge.grounding import GroundingChecker
 from kefu.knowledge.rewrite import QueryRewriter, Rewrite, looks_like_follow_up
+from kefu.knowledge.service import KnowledgeService
 from kefu.knowledge.types import KnowledgeTurn
 from kefu.llm.types import Message
 from kefu.pipeline.context import TurnContext
@@ -45,6 +46,14 @@ def _routed_to_small_talk(ctx: TurnContext) -> bool:
     return getattr(route, "handler", None) == "small_talk"
 
 
+async def follow_knowledge(ctx: TurnContext, knowledge: KnowledgeService) -> None:
+    """Bring the knowledge base to the shared version (a one-row read), once per turn: the answer cache and the
+    knowledge stage both need it, and a turn answers from one version."""
+    if not ctx.knowledge_followed:
+        await knowledge.refresh()
+        ctx.knowledge_followed = True
+
+
 class AnswerFromKnowledge:
     """Ends the turn with a curated answer or an honest decline, or sets `ctx.knowledge` for a grounded answer."""
 
@@ -56,7 +65,7 @@ class AnswerFromKnowledge:
             return  # another stage (a flow, a handoff, small talk) claimed the turn
         assert ctx.session is not None
         started = time.perf_counter()
-        await knowledge.refresh()
+        await follow_knowledge(ctx, knowledge)
         trace: dict[str, object] = {"version": knowledge.version}
         ctx.trace["knowledge"] = trace
         trace["refresh_ms"] = round((time.perf_counter() - started) * 1000, 3)
