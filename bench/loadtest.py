@@ -888,7 +888,8 @@ def _report(plan: LoadTestPlan, runs: list[PhaseRun], *, quick: bool) -> Section
         "SQLite file.",
         "- Texts repeat across conversations as real customers' questions do (the FAQ's phrasings, with or "
         "without a greeting): the mix draws from about 1,400 distinct texts. The first time a text comes, kefu "
-        "runs the embedding model on it (about 10 ms of CPU here, the largest single cost of a turn); a repeat "
+        'runs the embedding model on it (the largest single cost of a turn; section "Embedding engines" gives '
+        "its CPU per question on this machine); a repeat "
         "reuses the recent-query memo (4096 texts) and, for a self-contained FAQ or knowledge question, the "
         "answer cache (route `cache`). Phases are short, so many texts are still new in them. Flows read the "
         "shop's backend only.",
