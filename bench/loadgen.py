@@ -19,6 +19,11 @@ from bench.harness import percentile
 T = TypeVar("T")
 
 
+IDLE_REUSE_S = 4.0
+"""A connection idle longer than this is replaced, not reused: servers close idle keep-alive connections (uvicorn
+after 5 s), and a request sent as the server closes gets no answer at all. HTTP clients expire them the same way."""
+
+
 class HTTPConnection:
     """One keep-alive connection to a loopback server."""
 
@@ -27,10 +32,14 @@ class HTTPConnection:
         self.port = port
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._last_used = 0.0
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self._writer is not None and time.monotonic() - self._last_used > IDLE_REUSE_S:
+            await self.close()
         if self._reader is None or self._writer is None or self._writer.is_closing():
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        self._last_used = time.monotonic()
         return self._reader, self._writer
 
     async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
@@ -77,6 +86,7 @@ class HTTPConnection:
             keep_alive = False
         if not keep_alive:
             await self.close()
+        self._last_used = time.monotonic()
         return status, body
 
     async def close(self) -> None:
