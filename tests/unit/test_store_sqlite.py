@@ -120,3 +120,27 @@ async def test_a_turn_that_created_its_session_reads_no_state_and_a_racing_save_
     with pytest.raises(ConflictError):
         await states.save(session.id, "default", first)
     assert (await states.load(session.id)).unresolved_streak == 1
+
+
+async def test_history_reads_the_words_without_the_traces(store: ConversationStore) -> None:
+    """A prompt's history needs who said what; the words-only read leaves the kilobytes of trace in the database."""
+    from kefu.store.repository import NewReply
+
+    turn = await store.start_turn(session_id=None, user_id="u", channel="web", text_="退货政策是什么？")
+    trace = {"understanding": {"intent": "return_policy", "emotion": {"label": "neutral"}}, "big": "x" * 4000}
+    await store.add_reply(
+        NewReply(
+            session_id=turn.session.id,
+            tenant_id="default",
+            reply_to=turn.message.id,
+            text="七天无理由退货 [1]",
+            citations=[{"title": "退换货政策"}],
+            stage_latency_ms={"generate": 20.0},
+            trace=trace,
+        )
+    )
+    full = await store.list_messages(turn.session.id)
+    words = await store.list_messages(turn.session.id, words_only=True)
+    assert [(m.id, m.role, m.text, m.created_at) for m in words] == [(m.id, m.role, m.text, m.created_at) for m in full]
+    assert full[1].trace == trace and full[1].citations == [{"title": "退换货政策"}]
+    assert words[1].trace == {} and words[1].citations == [] and words[1].stage_latency_ms == {}

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Connection, Row, Table, delete, func, insert, select, text, update
+from sqlalchemy import Connection, Row, Table, delete, func, insert, null, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -42,6 +42,9 @@ _SESSION_COLUMNS = (
     _SESSIONS.c.release_arm,
 )
 _MESSAGE_COLUMNS = tuple(c for c in _MESSAGES.c if c.key != "tenant_id")
+_WORD_COLUMNS = tuple(
+    null().label(c.name) if c.name in ("metadata", "citations", "stage_latency_ms") else c for c in _MESSAGE_COLUMNS
+)
 _INSERT_SESSION = insert(_SESSIONS)
 _INSERT_MESSAGE = insert(_MESSAGES)
 _MAX_TURN_ATTEMPTS = 2
@@ -467,11 +470,15 @@ class ConversationStore:
         return message
 
     async def list_messages(
-        self, session_id: str, *, limit: int = 200, tenant_id: str = "default"
+        self, session_id: str, *, limit: int = 200, tenant_id: str = "default", words_only: bool = False
     ) -> list[MessageRecord]:
-        """The newest `limit` messages of a session, oldest first."""
+        """The newest `limit` messages of a session, oldest first.
+
+        `words_only`: without the JSON columns (trace, citations, stage times), for a stage that needs only who said
+        what (conversation history for a prompt): a reply's trace is kilobytes, decoded for every message read.
+        """
         query = (
-            select(*_MESSAGE_COLUMNS)
+            select(*(_WORD_COLUMNS if words_only else _MESSAGE_COLUMNS))
             .where(_MESSAGES.c.session_id == session_id, _MESSAGES.c.tenant_id == tenant_id)
             .order_by(_MESSAGES.c.created_at.desc(), _MESSAGES.c.id.desc())
             .limit(limit)

@@ -87,7 +87,9 @@ class RunToolAgent:
         if not wanted or ctx.new_session:
             return []
         assert ctx.session is not None and ctx.customer_message is not None
-        records = await deps.store.list_messages(ctx.session.id, limit=_HISTORY_WINDOW, tenant_id=ctx.session.tenant_id)
+        records = await deps.store.list_messages(
+            ctx.session.id, limit=_HISTORY_WINDOW, tenant_id=ctx.session.tenant_id, words_only=True
+        )
         history = [
             Message("user" if r.role == "user" else "assistant", r.redacted_text or r.text)
             for r in records

@@ -86,7 +86,7 @@ class HandOff:
                 f"flow: {flow['flow']} at step {flow.get('step')}" + (f"; actions: {', '.join(done)}" if done else "")
             )
         records = await deps.store.list_messages(
-            ctx.session.id, limit=_TRANSCRIPT_MESSAGES, tenant_id=ctx.session.tenant_id
+            ctx.session.id, limit=_TRANSCRIPT_MESSAGES, tenant_id=ctx.session.tenant_id, words_only=True
         )
         customer = [r.redacted_text or r.text for r in records if r.role == "user"][-3:]
         if customer:

@@ -126,7 +126,7 @@ class AnswerFromKnowledge:
             return Rewrite(ctx.input.text, "none")
         assert ctx.customer_message is not None
         records = await deps.store.list_messages(
-            ctx.session.id, limit=_HISTORY_MESSAGES + 1, tenant_id=ctx.session.tenant_id
+            ctx.session.id, limit=_HISTORY_MESSAGES + 1, tenant_id=ctx.session.tenant_id, words_only=True
         )
         history = [
             Message(

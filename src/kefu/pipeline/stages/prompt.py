@@ -56,7 +56,9 @@ class AssemblePrompt:
         earlier = (
             []
             if ctx.new_session
-            else await deps.store.list_messages(ctx.session.id, limit=_HISTORY_WINDOW, tenant_id=ctx.session.tenant_id)
+            else await deps.store.list_messages(
+                ctx.session.id, limit=_HISTORY_WINDOW, tenant_id=ctx.session.tenant_id, words_only=True
+            )
         )
         budget = deps.settings.chat.history_tokens
         history: list[Message] = []
