@@ -28,9 +28,9 @@ class SweptMemoryStorage(MemoryStorage):
     """`limits`' in-process storage, with its sweep of expired keys started at most once a second.
 
     The library starts a sweep over every key after each hit, as soon as the last sweep is done. With one key per
-    customer that sweep runs back to back on the event loop under load (measured: about a tenth of a worker's CPU at
-    90 turns/s). A counter past its window is dropped when it is next read whatever the sweep does, so sweeping
-    less often only keeps an expired key in memory up to a second longer.
+    customer that sweep runs back to back on the event loop under load (measured: about a tenth of the loop's busy
+    time at 90 turns/s). A counter past its window is dropped when it is next read whatever the sweep does, so
+    sweeping less often only keeps an expired key in memory up to a second longer.
     """
 
     SWEEP_INTERVAL_S = 1.0

