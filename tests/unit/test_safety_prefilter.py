@@ -95,6 +95,13 @@ def test_widened_patterns_match_wherever_python_does(pattern: str, text: str) ->
     assert pattern_set.candidates(text) == [0]
 
 
+def test_a_patterns_flags_are_kept_or_it_is_always_searched() -> None:
+    dotall = PatternSet([re.compile(r"ignore.+rules", re.DOTALL)])
+    assert dotall.candidates("ignore\nthe rules") == [0]  # . crosses lines under DOTALL, in RE2 too
+    verbose = PatternSet([re.compile(r"ignore \s+ rules  # comment", re.VERBOSE)])
+    assert verbose.candidates("nothing alike") == [0]
+
+
 def test_what_re2_cannot_read_falls_back_to_every_rule() -> None:
     pattern_set = PatternSet([re.compile(r"(a)\1"), re.compile("ignore")])
     assert pattern_set.candidates("aa") == [0]  # a backreference is beyond RE2: that rule is always searched

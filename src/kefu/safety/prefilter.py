@@ -127,7 +127,10 @@ class PatternSet:
         self._index: dict[int, int] = {}
         for index, pattern in enumerate(patterns):
             try:
-                slot = self._filter.Add(widen_for_re2(pattern.pattern), options)
+                if pattern.flags & re.VERBOSE:
+                    raise ValueError("verbose patterns are not RE2 syntax")
+                widened = widen_for_re2(pattern.pattern)
+                slot = self._filter.Add("(?s)" + widened if pattern.flags & re.DOTALL else widened, options)
             except (ValueError, re2.error) as exc:
                 log.warning("pattern %d is searched on every text (RE2 cannot take it: %s)", index, exc)
                 self._always.append(index)
