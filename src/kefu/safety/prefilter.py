@@ -1,14 +1,14 @@
-"""Which of many patterns can match a message, in one pass: RE2's set matcher in front of Python's `re`.
+"""Which of many patterns can match a message, in one pass: RE2's filtered matcher in front of Python's `re`.
 
-The injection rules are a hundred-odd Python regular expressions. Searching a message with each in turn costs about
-half a millisecond, on every turn, and nearly every ordinary message matches none of them. RE2 (PyPI `google-re2`)
-matches a whole set of patterns in one linear pass over the text, in microseconds.
+The injection rules are a hundred-odd Python regular expressions. Searching a message with each in turn costs most
+of a millisecond, on every turn, and nearly every ordinary message matches none of them. RE2 (PyPI `google-re2`)
+tells which of a set of patterns may match in one pass over the text, in tens of microseconds.
 
 RE2 lacks some of Python's syntax (lookarounds) and reads some of it differently (`\\b`, `\\w`, `\\d` and `\\s` are
 ASCII-only in RE2, Unicode in Python). So each pattern is translated into a *wider* RE2 pattern, one that matches
 wherever the Python pattern matches and perhaps elsewhere too: assertions RE2 cannot express (`\\b`, lookarounds)
 are dropped, `^` and `$` (and `\\A`, `\\Z`) match at every line, counted repeats become `*`, character classes get
-their Unicode meaning. The set tells which
+their Unicode meaning. The filter tells which
 patterns may match; Python's own pattern then decides each of those, so the verdicts are exactly what searching
 with every pattern would give. A pattern that does not translate is always searched; a text RE2 cannot read, or a
 filter match that fails, falls back to searching with every pattern.
@@ -39,6 +39,16 @@ _SENTINEL = "\nkefu-prefilter-sentinel"
 """Appended to each text on its own line; `$` and `^` match at every line, so no pattern matches less for it."""
 
 
+def _class_body(pattern: str, start: int) -> int:
+    """Where a character class's members begin, `start` being just past its "[": after a negating "^", and after a
+    "]" that comes first (Python reads that one as a literal)."""
+    if pattern.startswith("^", start):
+        start += 1
+    if pattern.startswith("]", start):
+        start += 1
+    return start
+
+
 def _group_end(pattern: str, start: int) -> int:
     """The index just past the group that opens at `start` (escapes and character classes respected)."""
     depth, i, in_class = 0, start, False
@@ -51,10 +61,7 @@ def _group_end(pattern: str, start: int) -> int:
             in_class = char != "]"
         elif char == "[":
             in_class = True
-            if pattern.startswith("^", i + 1):
-                i += 1
-            if pattern.startswith("]", i + 1):
-                i += 1
+            i = _class_body(pattern, i + 1) - 1
         elif char == "(":
             depth += 1
         elif char == ")":
@@ -84,14 +91,9 @@ def widen_for_re2(pattern: str) -> str:
             continue
         if char == "[":
             in_class = True
-            out.append(char)
-            i += 1
-            if pattern.startswith("^", i):
-                out.append("^")
-                i += 1
-            if pattern.startswith("]", i):
-                out.append(r"\]")
-                i += 1
+            body = _class_body(pattern, i + 1)
+            out.append("[" + pattern[i + 1 : body].replace("]", r"\]"))  # "[^]": a leading "]" is a literal
+            i = body
             continue
         if pattern.startswith(_LOOKAROUNDS, i):
             i = _group_end(pattern, i)  # a zero-width condition: without it the pattern matches more, never less
@@ -120,7 +122,6 @@ class PatternSet:
         options.case_sensitive = False  # for every pattern: wider still where a Python pattern minds case
         options.max_mem = _MAX_MEM
         options.log_errors = False  # a pattern RE2 rejects is logged once below, in words
-        self.size = len(patterns)
         self._always: list[int] = []
         """Patterns RE2 cannot take: always searched."""
         self._filter = re2.Filter()
