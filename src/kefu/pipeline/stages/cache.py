@@ -79,7 +79,7 @@ class ServeCachedAnswer:
         assert ctx.session is not None and ctx.customer_message is not None
         if deps.dialogue is not None:
             # Kept for the flow stage, and for the unresolved stage, which resets the streak after an answer.
-            state = ctx.dialogue = await deps.dialogue.states.load(ctx.session.id, new_session=ctx.new_session)
+            state = ctx.dialogue = await deps.dialogue.states.load(ctx.session.id)
             if state.active is not None:
                 return False  # the flow decides what this message means (a slot value, a digression)
         if deps.understanding is not None:
