@@ -39,7 +39,6 @@ class HTTPConnection:
             await self.close()
         if self._reader is None or self._writer is None or self._writer.is_closing():
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
-        self._last_used = time.monotonic()
         return self._reader, self._writer
 
     async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:

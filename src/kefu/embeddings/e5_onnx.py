@@ -292,7 +292,7 @@ def _session(ort: Any, graph: bytes, threads: int) -> Any:
 
 
 def default_threads() -> int:
-    """Passages embedded in parallel: the cores this process may use, at most 4."""
+    """Texts embedded side by side (passages at ingestion, concurrent questions): the usable cores, at most 4."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
