@@ -23,7 +23,7 @@ async def store(tmp_path: Path) -> ConversationStore:
 async def test_migrations_reach_head_and_are_idempotent(store: ConversationStore) -> None:
     await migrate(store.engine)
     current, head = await migration_status(store.engine)
-    assert current == head == "0006"
+    assert current == head == "0007"
 
 
 async def test_messages_come_back_in_order_and_newest_window(store: ConversationStore) -> None:
@@ -144,3 +144,22 @@ async def test_history_reads_the_words_without_the_traces(store: ConversationSto
     assert [(m.id, m.role, m.text, m.created_at) for m in words] == [(m.id, m.role, m.text, m.created_at) for m in full]
     assert full[1].trace == trace and full[1].citations == [{"title": "退换货政策"}]
     assert words[1].trace == {} and words[1].citations == [] and words[1].stage_latency_ms == {}
+    # how the customer felt is still there: the dialogue state counts unhappy turns from it
+    assert words[1].emotion == full[1].emotion == "neutral"
+    assert words[0].emotion is None and full[0].emotion is None
+
+
+async def test_a_sessions_history_is_read_through_its_own_index(store: ConversationStore) -> None:
+    """Reading a session's last messages must not scan the tenant's whole history (SQLite's planner, given only
+    single-column indexes, chose the tenant index and sorted every message of the tenant)."""
+    import sqlite3
+
+    from kefu.store.repository import _SESSION_WORDS
+
+    turn = await store.start_turn(session_id=None, user_id="u", channel="web", text_="退货政策是什么？")
+    query = _SESSION_WORDS.params(session_id=turn.session.id, tenant_id="default", limit=41)
+    sql = str(query.compile(store.engine.sync_engine, compile_kwargs={"literal_binds": True}))
+    with sqlite3.connect(store.engine.url.database or "") as db:
+        plan = " | ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}"))
+    assert "ix_messages_session_created" in plan, plan
+    assert "TEMP B-TREE" not in plan, plan

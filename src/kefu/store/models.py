@@ -97,6 +97,7 @@ class ChatMessage(Base):
     __table_args__ = (
         UniqueConstraint("session_id", "client_message_id", name="uq_messages_client_id"),
         Index("ix_messages_experiment_arm", "experiment", "arm", "created_at"),
+        Index("ix_messages_session_created", "session_id", "created_at", "id"),  # a session's newest messages
     )
 
 

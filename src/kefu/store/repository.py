@@ -11,7 +11,21 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Connection, Row, Table, delete, func, insert, null, select, text, update
+from sqlalchemy import (
+    Connection,
+    Integer,
+    Row,
+    Select,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    null,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -42,9 +56,28 @@ _SESSION_COLUMNS = (
     _SESSIONS.c.release_arm,
 )
 _MESSAGE_COLUMNS = tuple(c for c in _MESSAGES.c if c.key != "tenant_id")
-_WORD_COLUMNS = tuple(
-    null().label(c.name) if c.name in ("metadata", "citations", "stage_latency_ms") else c for c in _MESSAGE_COLUMNS
+_EMOTION_PATH = ("understanding", "emotion", "label")
+"""Where a reply's trace keeps the emotion understanding read in the message it answers."""
+_WORD_COLUMNS = (
+    *(null().label(c.name) if c.name in ("metadata", "citations", "stage_latency_ms") else c for c in _MESSAGE_COLUMNS),
+    _MESSAGES.c.metadata[_EMOTION_PATH].as_string().label("emotion"),
 )
+
+
+def _newest_of_session(columns: Sequence[Any]) -> Select[Any]:
+    """A session's newest messages, newest first: built once (a statement's construction costs more than its run)."""
+    return (
+        select(*columns)
+        .where(_MESSAGES.c.session_id == bindparam("session_id"), _MESSAGES.c.tenant_id == bindparam("tenant_id"))
+        .order_by(_MESSAGES.c.created_at.desc(), _MESSAGES.c.id.desc())
+        .limit(bindparam("limit", type_=Integer()))
+    )
+
+
+_MESSAGE_KEYS = tuple(c.name for c in _MESSAGE_COLUMNS)
+_WORD_KEYS = tuple(c.name for c in _WORD_COLUMNS)
+_SESSION_MESSAGES = _newest_of_session(_MESSAGE_COLUMNS)
+_SESSION_WORDS = _newest_of_session(_WORD_COLUMNS)
 _INSERT_SESSION = insert(_SESSIONS)
 _INSERT_MESSAGE = insert(_MESSAGES)
 _MAX_TURN_ATTEMPTS = 2
@@ -98,6 +131,9 @@ class MessageRecord:
     """The release arm that served a bot reply (docs/release.md)."""
     arm_error: str | None = None
     """A canary failure the control arm covered for in this reply: the customer saw no error."""
+    emotion: str | None = None
+    """A bot reply's record of the customer's emotion in the message it answers (its trace's understanding), also
+    where the trace itself was not read (`list_messages(words_only=True)`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,31 +218,41 @@ def _session_record(row: ChatSession | _AnyRow) -> SessionRecord:
     )
 
 
-def _message_record(row: ChatMessage | _AnyRow) -> MessageRecord:
+def _emotion(trace: dict[str, Any]) -> str | None:
+    label = (trace.get("understanding") or {}).get("emotion", {}).get("label")
+    return label if isinstance(label, str) else None
+
+
+def _message_record(row: _AnyRow, keys: Sequence[str] | None = None) -> MessageRecord:
+    """`keys`: the names of the row's columns in order (a session's history is dozens of rows, and a dict built
+    from them once is cheaper than a Row's attributes or `_asdict`); None reads them from the row."""
+    m = dict(zip(keys, row, strict=True)) if keys is not None else row._asdict()
+    trace: dict[str, Any] = dict(m["metadata"] or {})
     return MessageRecord(
-        id=row.id,
-        session_id=row.session_id,
-        role=row.role,
-        text=row.text,
-        created_at=aware(row.created_at),
-        client_message_id=row.client_message_id,
-        reply_to=row.reply_to,
-        intent=row.intent,
-        route=row.route,
-        citations=list(row.citations or []),
-        handoff=row.handoff,
-        model=row.model,
-        prompt_tokens=row.prompt_tokens,
-        completion_tokens=row.completion_tokens,
-        latency_ms=row.latency_ms,
-        stage_latency_ms=dict(row.stage_latency_ms or {}),
-        error_code=row.error_code,
-        error=row.error,
-        trace=dict((row.meta if isinstance(row, ChatMessage) else row._mapping["metadata"]) or {}),
-        redacted_text=row.redacted_text,
-        experiment=row.experiment,
-        arm=row.arm,
-        arm_error=row.arm_error,
+        id=m["id"],
+        session_id=m["session_id"],
+        role=m["role"],
+        text=m["text"],
+        created_at=aware(m["created_at"]),
+        client_message_id=m["client_message_id"],
+        reply_to=m["reply_to"],
+        intent=m["intent"],
+        route=m["route"],
+        citations=list(m["citations"] or []),
+        handoff=m["handoff"],
+        model=m["model"],
+        prompt_tokens=m["prompt_tokens"],
+        completion_tokens=m["completion_tokens"],
+        latency_ms=m["latency_ms"],
+        stage_latency_ms=dict(m["stage_latency_ms"] or {}),
+        error_code=m["error_code"],
+        error=m["error"],
+        trace=trace,
+        redacted_text=m["redacted_text"],
+        experiment=m["experiment"],
+        arm=m["arm"],
+        arm_error=m["arm_error"],
+        emotion=m["emotion"] if "emotion" in m else _emotion(trace),
     )
 
 
@@ -450,8 +496,13 @@ class ConversationStore:
             experiment=reply.experiment,
             arm=reply.arm,
             arm_error=reply.arm_error,
+            emotion=_emotion(reply.trace),
         )
-        row = {f.name: getattr(message, f.name) for f in fields(message) if f.name not in ("trace", "redacted_text")}
+        row = {
+            f.name: getattr(message, f.name)
+            for f in fields(message)
+            if f.name not in ("trace", "redacted_text", "emotion")
+        }
         params = {**row, "tenant_id": reply.tenant_id, "metadata": message.trace}
         assign = None
         if reply.assign_session:
@@ -475,16 +526,14 @@ class ConversationStore:
         """The newest `limit` messages of a session, oldest first.
 
         `words_only`: without the JSON columns (trace, citations, stage times), for a stage that needs only who said
-        what (conversation history for a prompt): a reply's trace is kilobytes, decoded for every message read.
+        what (conversation history for a prompt) and how the customer felt (`emotion`): a reply's trace is
+        kilobytes, decoded for every message read.
         """
-        query = (
-            select(*(_WORD_COLUMNS if words_only else _MESSAGE_COLUMNS))
-            .where(_MESSAGES.c.session_id == session_id, _MESSAGES.c.tenant_id == tenant_id)
-            .order_by(_MESSAGES.c.created_at.desc(), _MESSAGES.c.id.desc())
-            .limit(limit)
-        )
-        rows = await self._run(lambda conn: conn.execute(query).all(), write=False)
-        records = [_message_record(r) for r in reversed(rows)]
+        query = _SESSION_WORDS if words_only else _SESSION_MESSAGES
+        params = {"session_id": session_id, "tenant_id": tenant_id, "limit": limit}
+        rows = await self._run(lambda conn: conn.execute(query, params).all(), write=False)
+        keys = _WORD_KEYS if words_only else _MESSAGE_KEYS
+        records = [_message_record(r, keys) for r in reversed(rows)]
         if self._cipher is not None:
             cipher = self._cipher
             records = [replace(r, text=cipher.decrypt(r.text)) if is_encrypted(r.text) else r for r in records]
