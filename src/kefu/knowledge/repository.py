@@ -22,12 +22,14 @@ from kefu.knowledge.types import ChunkDraft, ChunkInfo, IndexedChunk, Vector
 from kefu.store.knowledge_models import KnowledgeChunk, KnowledgeDocument, KnowledgeGap, KnowledgeState
 from kefu.store.models import new_id, utcnow
 from kefu.store.repository import aware
+from kefu.store.sqlite_thread import SQLiteThread, is_sqlite_file
 
 _DOCS = cast(Table, KnowledgeDocument.__table__)
 _CHUNKS = cast(Table, KnowledgeChunk.__table__)
 _STATE = cast(Table, KnowledgeState.__table__)
 _GAPS = cast(Table, KnowledgeGap.__table__)
 _STATE_ID = "global"
+_CURRENT_VERSION = select(_STATE.c.version).where(_STATE.c.id == _STATE_ID)
 _MAX_GAP_CHARS = 500
 
 
@@ -216,11 +218,22 @@ class KnowledgeRepository:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        # The per-turn version read on a SQLite file: one round trip to a thread of its own instead of aiosqlite's
+        # several (connect, execute, fetch, close: each a hop between the event loop and its connection thread).
+        self._sqlite = SQLiteThread(engine.url) if is_sqlite_file(engine.url) else None
+
+    async def aclose(self) -> None:
+        """Release the SQLite thread, if any; the engine is the caller's."""
+        if self._sqlite is not None:
+            await self._sqlite.aclose()
 
     async def current_version(self) -> int:
         """The shared knowledge version: one indexed single-row read, done on every turn."""
-        async with self._engine.connect() as conn:
-            version = await conn.scalar(select(_STATE.c.version).where(_STATE.c.id == _STATE_ID))
+        if self._sqlite is not None:
+            version = await self._sqlite.run(lambda conn: conn.scalar(_CURRENT_VERSION))
+        else:
+            async with self._engine.connect() as conn:
+                version = await conn.scalar(_CURRENT_VERSION)
         return int(version or 0)
 
     async def embedder(self) -> tuple[str, int]:

@@ -245,6 +245,7 @@ class KnowledgeService:
             await asyncio.to_thread(self._index.close)
         if self._owns_embedder:
             close_embedder(self.embedder)
+        await self.repository.aclose()
 
     # --- what a turn asks -------------------------------------------------------------------------
 

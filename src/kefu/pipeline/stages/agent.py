@@ -7,11 +7,10 @@ from kefu.dialogue.state import SessionDialogue
 from kefu.llm.types import Message
 from kefu.pipeline.context import TurnContext
 from kefu.pipeline.deps import TurnDeps
+from kefu.pipeline.history import earlier_messages
 from kefu.pipeline.stages.flow import apply_flow_outcome, flow_turn
 from kefu.pipeline.stages.handoff import HandOff
 from kefu.understanding.catalogue import Handler
-
-_HISTORY_WINDOW = 12
 
 
 class RunToolAgent:
@@ -86,16 +85,9 @@ class RunToolAgent:
         wanted = deps.agent.settings.history_messages if deps.agent is not None else 0
         if not wanted or ctx.new_session:
             return []
-        assert ctx.session is not None and ctx.customer_message is not None
-        records = await deps.store.list_messages(
-            ctx.session.id, limit=_HISTORY_WINDOW, tenant_id=ctx.session.tenant_id, words_only=True
-        )
         history = [
             Message("user" if r.role == "user" else "assistant", r.redacted_text or r.text)
-            for r in records
-            if r.id != ctx.customer_message.id
-            and r.created_at <= ctx.customer_message.created_at
-            and r.role in ("user", "assistant", "agent")
-            and r.error_code is None
+            for r in await earlier_messages(ctx, deps)
+            if r.role in ("user", "assistant", "agent") and r.error_code is None
         ]
         return history[-wanted:]

@@ -7,11 +7,13 @@ how the answer was first made (`faq` or `knowledge`) and how old it is. The outp
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from kefu.cache.entry import CachedAnswer
 from kefu.pipeline.context import Citation, TurnContext
 from kefu.pipeline.deps import TurnDeps
+from kefu.pipeline.history import earlier_messages
 from kefu.pipeline.stages.cache_policy import (
     AnswerNamespaces,
     answers_alike,
@@ -21,7 +23,7 @@ from kefu.pipeline.stages.cache_policy import (
 )
 from kefu.pipeline.stages.grounding import SentenceGate
 from kefu.pipeline.stages.knowledge import follow_knowledge
-from kefu.pipeline.stages.understand import dialogue_state, earlier_messages
+from kefu.pipeline.stages.understand import dialogue_state
 
 CACHE_ROUTE = "cache"
 
@@ -40,6 +42,10 @@ async def _serve(ctx: TurnContext, entry: CachedAnswer, trace: dict[str, Any]) -
     ctx.finish(entry.reply, route=CACHE_ROUTE)
     if ctx.events.streaming:
         await ctx.events.delta(entry.reply)
+
+
+async def _nothing() -> None:
+    return None
 
 
 class ServeCachedAnswer:
@@ -61,9 +67,13 @@ class ServeCachedAnswer:
         assert ctx.session is not None
         if ctx.session.owner != "bot" or text_blocker(ctx) is not None:
             return
-        if not ctx.new_session and not await self._session_allows(ctx, deps):
-            return
-        await follow_knowledge(ctx, knowledge)
+        if ctx.new_session:
+            await follow_knowledge(ctx, knowledge)
+        else:
+            # The reads this turn needs whatever answers it, queued together: one wait instead of three.
+            allowed, _ = await asyncio.gather(self._session_allows(ctx, deps), follow_knowledge(ctx, knowledge))
+            if not allowed:
+                return
         if not knowledge.has_documents:
             return
         await cache.follow_knowledge(knowledge.version)
@@ -77,13 +87,17 @@ class ServeCachedAnswer:
     async def _session_allows(ctx: TurnContext, deps: TurnDeps) -> bool:
         """No task under way, and nothing in the conversation that would route this turn elsewhere."""
         assert ctx.session is not None and ctx.customer_message is not None
-        if deps.dialogue is not None:
+        dialogue, earlier = await asyncio.gather(
+            deps.dialogue.states.load(ctx.session.id) if deps.dialogue is not None else _nothing(),
+            earlier_messages(ctx, deps),  # understanding and the prompt read them later
+        )
+        if dialogue is not None:
             # Kept for the flow stage, and for the unresolved stage, which resets the streak after an answer.
-            state = ctx.dialogue = await deps.dialogue.states.load(ctx.session.id)
-            if state.active is not None:
+            ctx.dialogue = dialogue
+            if dialogue.active is not None:
                 return False  # the flow decides what this message means (a slot value, a digression)
         if deps.understanding is not None:
-            mood = dialogue_state(await earlier_messages(ctx, deps), ctx.session.owner)
+            mood = dialogue_state(earlier, ctx.session.owner)
             if mood.negative_streak or mood.failed_replies:
                 return False  # the router weighs these towards a person
         return True

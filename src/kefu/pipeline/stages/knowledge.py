@@ -18,6 +18,7 @@ from kefu.knowledge.types import KnowledgeTurn
 from kefu.llm.types import Message
 from kefu.pipeline.context import TurnContext
 from kefu.pipeline.deps import TurnDeps
+from kefu.pipeline.history import earlier_messages
 from kefu.pipeline.stages.grounding import SentenceGate
 from kefu.pipeline.stages.knowledge_replies import citation, decline, source_texts
 
@@ -124,17 +125,13 @@ class AnswerFromKnowledge:
             return Rewrite(ctx.input.text, "none")
         if not looks_like_follow_up(ctx.input.text):
             return Rewrite(ctx.input.text, "none")
-        assert ctx.customer_message is not None
-        records = await deps.store.list_messages(
-            ctx.session.id, limit=_HISTORY_MESSAGES + 1, tenant_id=ctx.session.tenant_id, words_only=True
-        )
         history = [
             Message(
                 "user" if r.role == "user" else "assistant",
                 r.redacted_text if r.redacted_text is not None else r.text,
             )
-            for r in records
-            if r.id != ctx.customer_message.id and r.role in ("user", "assistant", "agent") and r.error_code is None
+            for r in (await earlier_messages(ctx, deps))[-_HISTORY_MESSAGES:]
+            if r.role in ("user", "assistant", "agent") and r.error_code is None
         ]
         result = await rewriter.rewrite(ctx.input.text, history, ctx.language, deps.llms.get("rewrite"))
         if result.usage is not None:

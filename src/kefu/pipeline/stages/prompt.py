@@ -8,8 +8,7 @@ from kefu.language import Language, estimate_tokens
 from kefu.llm.types import Message
 from kefu.pipeline.context import TurnContext
 from kefu.pipeline.deps import TurnDeps
-
-_HISTORY_WINDOW = 40
+from kefu.pipeline.history import earlier_messages
 
 
 class AssemblePrompt:
@@ -53,17 +52,11 @@ class AssemblePrompt:
             )
             ctx.prompt = [Message("system", system), Message("user", user)]
             return
-        earlier = (
-            []
-            if ctx.new_session
-            else await deps.store.list_messages(
-                ctx.session.id, limit=_HISTORY_WINDOW, tenant_id=ctx.session.tenant_id, words_only=True
-            )
-        )
+        earlier = await earlier_messages(ctx, deps)
         budget = deps.settings.chat.history_tokens
         history: list[Message] = []
         for record in reversed(earlier):
-            if record.id == ctx.customer_message.id or record.role not in ("user", "assistant", "agent"):
+            if record.role not in ("user", "assistant", "agent"):
                 continue
             if record.error_code is not None:
                 continue  # a fallback apology is not something the model said

@@ -13,6 +13,7 @@ from kefu.language import detect_language, language_mix
 from kefu.llm.types import Message
 from kefu.pipeline.context import TurnContext
 from kefu.pipeline.deps import TurnDeps
+from kefu.pipeline.history import earlier_messages
 from kefu.safety.pii import PLACEHOLDER
 from kefu.store import MessageRecord
 from kefu.understanding.catalogue import Handler
@@ -20,16 +21,18 @@ from kefu.understanding.router import OOS_HANDLER
 from kefu.understanding.types import DialogueState
 
 _HISTORY_WINDOW = 12
+"""Earlier messages understanding weighs (dialogue state, conversation for the LLM fallback)."""
 _ANSWERED_HERE = {Handler.HANDOFF.value}
 
 
-def dialogue_state(records: list[MessageRecord], owner: str) -> DialogueState:
-    """What earlier turns say: how many, how unhappy the customer has been lately, failed bot replies."""
+def dialogue_state(earlier: list[MessageRecord], owner: str) -> DialogueState:
+    """What the last `_HISTORY_WINDOW` earlier messages say: how many turns, how unhappy the customer has been
+    lately, failed bot replies."""
+    records = earlier[-_HISTORY_WINDOW:]
     replies = [r for r in records if r.role == "assistant"]
     streak = 0
     for reply in reversed(replies):
-        label = (reply.trace.get("understanding") or {}).get("emotion", {}).get("label")
-        if label not in ("negative", "angry"):
+        if reply.emotion not in ("negative", "angry"):
             break
         streak += 1
     last = replies[-1] if replies else None
@@ -41,20 +44,6 @@ def dialogue_state(records: list[MessageRecord], owner: str) -> DialogueState:
         failed_replies=sum(1 for r in replies if r.error_code is not None),
         owner=owner,
     )
-
-
-async def earlier_messages(ctx: TurnContext, deps: TurnDeps) -> list[MessageRecord]:
-    """The session's last `_HISTORY_WINDOW` messages before this turn's own; read once per turn and kept on `ctx`."""
-    assert ctx.session is not None and ctx.customer_message is not None
-    if ctx.earlier is None:
-        records = (
-            []
-            if ctx.new_session
-            else await deps.store.list_messages(ctx.session.id, limit=_HISTORY_WINDOW, tenant_id=ctx.session.tenant_id)
-        )
-        message = ctx.customer_message
-        ctx.earlier = [r for r in records if r.id != message.id and r.created_at <= message.created_at]
-    return ctx.earlier
 
 
 def _words_language(text: str) -> str | None:
@@ -77,6 +66,7 @@ class UnderstandTurn:
         if not ctx.new_session:
             earlier = await earlier_messages(ctx, deps)
             state = dialogue_state(earlier, ctx.session.owner)
+            earlier = earlier[-_HISTORY_WINDOW:]
             history = [
                 Message("user" if r.role == "user" else "assistant", r.redacted_text or r.text)
                 for r in earlier
