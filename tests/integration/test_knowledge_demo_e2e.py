@@ -181,6 +181,24 @@ async def test_after_a_document_is_deleted_no_answer_cites_it(
     assert page.status_code == 404
 
 
+async def test_a_question_quoting_its_order_number_is_embedded_once_without_the_number(
+    demo: httpx.AsyncClient, demo_app: FastAPI, fabricating_llm: ScriptedLLM
+) -> None:
+    """Understanding and retrieval read what the question is about; the number stays in the question and trace."""
+    from kefu.embeddings.shared import RecentQueries
+
+    embedder = services_of(demo_app).knowledge.embedder  # type: ignore[union-attr]
+    assert isinstance(embedder, RecentQueries)
+    misses = embedder.misses
+    body = await ask(demo, "退货运费谁出？订单号 LM26110625")
+    assert body["reply"].startswith("无理由退货的寄回运费由您承担")
+    assert [c["source"] for c in body["citations"]] == ["faq.csv"]
+    assert embedder.misses == misses + 1  # one model call for the whole turn
+    stored = (await services_of(demo_app).store.list_messages(body["session_id"]))[-1]
+    assert stored.trace["understanding"]["entities"][0]["value"] == "LM26110625"
+    assert stored.route == "faq" and stored.trace["knowledge"]["query"] == "退货运费谁出？订单号 LM26110625"
+
+
 async def test_questions_outside_the_knowledge_are_declined_with_a_human_offered_and_recorded(
     demo: httpx.AsyncClient, demo_app: FastAPI, fabricating_llm: ScriptedLLM
 ) -> None:

@@ -57,3 +57,31 @@ def test_in_scope_accuracy_and_out_of_scope_recall_meet_the_targets(report: Inte
 def test_every_stage_is_used_and_worst_confusions_are_reported(report: IntentEvalReport) -> None:
     assert set(report.stage_share) == {"rules", "classifier"}
     assert report.worst_confusions and {"gold", "predicted", "count"} <= set(report.worst_confusions[0])
+
+
+def test_an_order_number_in_the_message_does_not_change_its_intent(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Customers paste their order number beside any question. With the number read as part of the message, the
+    classifier took most such questions for order tracking (65% in-scope accuracy, 41% out-of-scope recall on
+    this set); without it, a number changes little."""
+    import csv
+    import random
+
+    rng = random.Random(7)
+    with (DEMO_SHOP / "eval" / "intents_test.csv").open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    test = tmp_path_factory.mktemp("numbers") / "intents_test_with_numbers.csv"
+    with test.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        for row in rows:
+            number = f"LM2611{rng.randrange(10_000):04d}"  # the demo shop's format (shop.yaml)
+            zh = any("\u4e00" <= c <= "\u9fff" for c in row["text"])
+            text = f"{row['text']} 订单号{number}" if zh else f"{row['text']} (order {number})"
+            writer.writerow([text, row["label"]])
+    embedder = CachedEmbedder(build_embedder(EmbeddingSettings()), UNDERSTANDING_CACHE)
+    try:
+        report = run_intent_eval(DEMO_SHOP / "intents.yaml", test, embedder, cache_dir=UNDERSTANDING_CACHE)
+    finally:
+        embedder.save()
+    assert report.in_scope_accuracy >= 0.85, report.errors
+    assert report.oos_recall is not None and report.oos_recall >= 0.75, report.errors

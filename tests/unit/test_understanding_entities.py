@@ -170,3 +170,16 @@ def test_without_a_shop_only_generic_entities_are_found(tmp_path: Path) -> None:
     extractor = EntityExtractor.for_shop(None)
     found = extractor.extract("LM26110625 昨天买的，电话13812345678", NOW)
     assert [e.type for e in found] == ["date", "phone"]
+
+
+def test_reference_numbers_are_left_out_of_what_a_message_is_about(extractor: EntityExtractor) -> None:
+    """The shop's order, after-sale and tracking numbers say which order, not what the customer wants."""
+    ids = extractor.identifiers
+    assert ids.without_references("收到的商品有破损，怎么办？ 订单号 LM26110625") == "收到的商品有破损，怎么办？ 订单号"
+    assert ids.without_references("where is SF1265742679155 now?") == "where is now?"
+    assert ids.without_references("售后单AS260101001进度") == "售后单 进度"
+    # nothing else changes: phone numbers, product models, a message without numbers
+    assert ids.without_references("电话 13812345678，XM4 耳机") == "电话 13812345678，XM4 耳机"
+    assert ids.without_references("退货政策是什么？") == "退货政策是什么？"
+    # a message that is only a number (a slot answer) is still read as itself
+    assert ids.without_references("LM26110625") == "LM26110625"

@@ -89,6 +89,19 @@ def test_classifier_names_an_intent_with_candidates_and_entities(tmp_path: Path)
     assert trace["entities"][0]["value"] == "LM26110625"
 
 
+def test_an_order_number_does_not_decide_the_intent(tmp_path: Path) -> None:
+    """Examples that quote numbers are mostly tracking ones; a return request with its order number is still one."""
+    intents = tmp_path / "intents.yaml"
+    intents.write_text(
+        CATALOGUE.replace("查一下我的快递]", "查一下我的快递, 订单LM26110625到哪了, LM26110799发货了吗, 查LM26110957]"),
+        encoding="utf-8",
+    )
+    result = build(tmp_path).analyse("申请退货退款 LM26110888", now=NOW)
+    assert result.semantic_text == "申请退货退款"
+    assert result.intent.intent == "return_request", result.intent.candidates
+    assert [(e.type, e.value) for e in result.entities] == [("order_number", "LM26110888")]
+
+
 def test_redacted_personal_data_does_not_change_the_reply_language(tmp_path: Path) -> None:
     understanding = build(tmp_path)
     assert understanding.analyse("[PHONE_1:5678]", now=NOW, default_language="zh").language == "zh"

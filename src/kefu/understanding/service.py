@@ -118,7 +118,7 @@ class Understanding:
         catalogue = model = rules = fallback = None
         if intents_file is not None:
             catalogue = load_catalogue(intents_file)
-            model = cls._model(catalogue, cached, config)
+            model = cls._model(catalogue, cached, config, entities)
             rules = RuleMatcher(catalogue, max_chars=config.rules_max_chars)
             if config.llm_fallback:
                 fallback = LLMIntentFallback(catalogue, prompts, timeout_s=config.llm_timeout_s)
@@ -142,11 +142,17 @@ class Understanding:
         )
 
     @staticmethod
-    def _model(catalogue: IntentCatalogue, embedder: CachedEmbedder, config: UnderstandingConfig) -> IntentModel:
-        key = model_cache_key(catalogue.fingerprint(), embedder.name, config.training)
+    def _model(
+        catalogue: IntentCatalogue, embedder: CachedEmbedder, config: UnderstandingConfig, entities: EntityExtractor
+    ) -> IntentModel:
+        # The examples are read as messages are: without the shop's reference numbers.
+        identifiers = entities.identifiers
+        data = "|".join((catalogue.fingerprint(), *identifiers.reference_patterns))
+        key = model_cache_key(data, embedder.name, config.training)
         model = load_cached_model(config.cache_dir, key)
         if model is None:
             texts, labels = catalogue.training_rows()
+            texts = [identifiers.without_references(t) for t in texts]
             model = train_intent_model(texts, labels, embedder, config.training)
             save_model(config.cache_dir, key, model)
             log.info("intent classifier trained: %s", model.thresholds.validation)
@@ -236,9 +242,10 @@ class Understanding:
         if self.rules is not None:
             hit = RuleMatcher.decide(self.rules.match(text, {e.type for e in entities}))
         lap("rules")
-        vector = self.embedder.embed_queries([text])[0]
+        semantic = self.entities.identifiers.without_references(text)
+        vector = self.embedder.embed_queries([semantic])[0]
         lap("embed")
-        prediction = self.model.predict(vector, text) if self.model is not None else None
+        prediction = self.model.predict(vector, semantic) if self.model is not None else None
         lap("classify")
         emotion = self.emotion.detect(text, vector)
         lap("emotion")
@@ -270,6 +277,7 @@ class Understanding:
             emotion=emotion,
             route=route,
             latency_ms=timings,
+            semantic_text=semantic,
         )
         return result, vector, prediction
 

@@ -170,6 +170,9 @@ class UnderstandingResult:
     emotion: Emotion
     route: RouteDecision
     latency_ms: dict[str, float] = field(default_factory=dict)
+    semantic_text: str | None = None
+    """The text whose embedding classified the intent: the message without order, after-sale and tracking numbers
+    (None when nothing was embedded). Retrieval and the answer cache embed the same text, so one turn embeds once."""
 
     def entities_of(self, kind: str) -> list[Entity]:
         return [e for e in self.entities if e.type == kind]

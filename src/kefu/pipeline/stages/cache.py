@@ -22,7 +22,7 @@ from kefu.pipeline.stages.cache_policy import (
     text_blocker,
 )
 from kefu.pipeline.stages.grounding import SentenceGate
-from kefu.pipeline.stages.knowledge import follow_knowledge
+from kefu.pipeline.stages.knowledge import dense_query, follow_knowledge
 from kefu.pipeline.stages.understand import dialogue_state
 
 CACHE_ROUTE = "cache"
@@ -122,7 +122,7 @@ class ServeSimilarAnswer:
         assert ctx.session is not None
         version = ctx.trace.get("knowledge", {}).get("version", knowledge.version)
         scope = self._namespaces(deps, int(version)).scope(ctx.session.tenant_id, ctx.language, ctx.intent)
-        vector = await knowledge.embed_query(turn.query)  # computed by understanding already: a cache lookup
+        vector = await knowledge.embed_query(dense_query(ctx, turn.query))  # understanding embedded it: a cache lookup
         terms = knowledge.tokenizer.terms(turn.query)
 
         def alike(entry: CachedAnswer) -> bool:
@@ -170,7 +170,7 @@ class StoreAnswer:
         turn = ctx.knowledge
         if ctx.route == "knowledge" and cache.settings.semantic and ctx.intent is not None and turn is not None:
             scope = ns.scope(ctx.session.tenant_id, ctx.language, ctx.intent)
-            vector = await knowledge.embed_query(turn.query)
+            vector = await knowledge.embed_query(dense_query(ctx, turn.query))
             passages = [p.chunk.id for p in turn.passages]
             terms = knowledge.tokenizer.terms(turn.query)
         entry = CachedAnswer(

@@ -47,6 +47,15 @@ def _routed_to_small_talk(ctx: TurnContext) -> bool:
     return getattr(route, "handler", None) == "small_talk"
 
 
+def dense_query(ctx: TurnContext, query: str) -> str:
+    """The text whose embedding stands for `query`: when it is the customer's message itself, the text understanding
+    embedded (without order and tracking numbers), so a turn embeds once and retrieval reads what it is about."""
+    understanding = ctx.understanding
+    if understanding is not None and understanding.semantic_text is not None and query == understanding.text:
+        return understanding.semantic_text
+    return query
+
+
 async def follow_knowledge(ctx: TurnContext, knowledge: KnowledgeService) -> None:
     """Bring the knowledge base to the shared version (a one-row read), once per turn: the answer cache and the
     knowledge stage both need it, and a turn answers from one version."""
@@ -82,7 +91,7 @@ class AnswerFromKnowledge:
         match = knowledge.exact_curated(query, tenant_id=tenant)
         vector = None
         if match is None:
-            vector = await knowledge.embed_query(query)
+            vector = await knowledge.embed_query(dense_query(ctx, query))
             match = knowledge.best_curated(query, vector, tenant_id=tenant, language=ctx.language)
         if match is not None:
             trace["curated"] = {
@@ -97,7 +106,7 @@ class AnswerFromKnowledge:
             return
 
         if vector is None:
-            vector = await knowledge.embed_query(query)
+            vector = await knowledge.embed_query(dense_query(ctx, query))
         hits = await knowledge.search(query, tenant_id=tenant, language=ctx.language, vector=vector)
         coverage = knowledge.coverage(query, hits)
         trace["hits"] = [h.as_trace() for h in hits]

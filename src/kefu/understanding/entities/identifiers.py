@@ -26,6 +26,9 @@ _REDACTED = re.compile(r"\[(PHONE|LANDLINE|EMAIL|ADDRESS)_(\d+)(?::([0-9Xx]{4}))
 _REDACTED_TYPES = {"PHONE": "phone", "LANDLINE": "phone", "EMAIL": "email", "ADDRESS": "address"}
 
 
+_SPACES = re.compile(r"\s{2,}")
+
+
 def _searchable(anchored: str) -> re.Pattern[str]:
     """A `^...$` format pattern turned into one that finds the value inside a sentence."""
     body = anchored.removeprefix("^").removesuffix("$")
@@ -52,6 +55,28 @@ class IdentifierExtractor:
         self._region = phone_region
         # phonenumbers loads its metadata on first use (milliseconds); pay that at start-up, not in a turn.
         self._phone("13800000000")
+
+    @property
+    def reference_patterns(self) -> tuple[str, ...]:
+        """The patterns `without_references` removes (part of a trained classifier's cache key)."""
+        patterns = [self._order, self._after_sale, *(p for _, p in self._tracking)]
+        return tuple(p.pattern for p in patterns if p is not None)
+
+    def without_references(self, text: str) -> str:
+        """The text without the shop's order, after-sale and tracking numbers, for reading what it is about.
+
+        A number says which order, not what the customer wants: "收到的商品有破损，怎么办？ 订单号 LM26000123" is
+        about a damaged item, while intent examples that quote numbers are mostly order-tracking ones. A text
+        that is nothing but a number stays as it is.
+        """
+        stripped = text
+        for pattern in (self._order, self._after_sale, *(p for _, p in self._tracking)):
+            if pattern is not None:
+                stripped = pattern.sub(" ", stripped)
+        if stripped == text:
+            return text
+        stripped = _SPACES.sub(" ", stripped).strip()
+        return stripped if stripped else text
 
     def extract(self, text: str) -> list[Entity]:
         found: list[Entity] = []
