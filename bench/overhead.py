@@ -94,6 +94,11 @@ FULL = OverheadPlan()
 QUICK = OverheadPlan(warmup=10, sequential=40, rounds=2, concurrent_requests=400, concurrent_max_s=8.0)
 
 
+def _order_number(index: int) -> str:
+    """A distinct order number in the demo shop's format (LM, year, month, serial) for each of 120,000 requests."""
+    return f"LM26{1 + (index // 10_000) % 12:02d}{index % 10_000:04d}"
+
+
 class ChatWorkload:
     """Realistic `POST /v1/chat` bodies: zh and en questions, ~20% continuing a session already answered."""
 
@@ -109,7 +114,7 @@ class ChatWorkload:
         rng = self._rng
         zh = rng.random() < 0.5
         # Every message is different (as customers' are), so no stage can answer it from a cache of recent texts.
-        tail = f"订单号 LM26{index:06d}" if zh else f"(order LM26{index:06d})"
+        tail = f"订单号 {_order_number(index)}" if zh else f"(order {_order_number(index)})"
         body: dict[str, Any] = {
             "text": f"{rng.choice(QUESTIONS_ZH if zh else QUESTIONS_EN)} {tail}",
             "channel": "web",
