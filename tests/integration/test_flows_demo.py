@@ -6,6 +6,7 @@ for what changed in the shop.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,17 @@ async def test_a_return_is_filed_once_after_verification_and_confirmation(chat: 
     assert len(writes) == 1 and writes[0]["operation"] in ("createReturn", "create_return")
     assert (await shop.order("LM26110625"))["status"] == "return_requested"
     assert "退货申请已提交" not in again["reply"]
+
+
+async def test_two_messages_sent_at_once_are_answered_one_after_the_other(chat: Chat, shop: Shop) -> None:
+    """A customer who types the order number and the phone digits in quick succession gets two real answers:
+    the second turn waits for the first instead of failing on the dialogue state both would have changed."""
+    asked = await chat.say("我要退货")
+    assert "订单号" in asked["reply"]
+    order, phone = await asyncio.gather(chat.say("LM26110625"), chat.say("0827"))
+    assert order["error"] is None and phone["error"] is None, (order, phone)
+    assert "手机号" in order["reply"]
+    assert "退货原因" in phone["reply"]
 
 
 async def test_a_return_outside_the_window_is_refused_and_changes_nothing(chat: Chat, shop: Shop) -> None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,37 @@ if TYPE_CHECKING:
     from kefu.release import Release
 
 log = logging.getLogger(__name__)
+
+
+class SessionQueue:
+    """Turns of one session run one after another in this process: each customer message is stored as it arrives,
+    and the next is answered once the one before has its reply (and has saved the dialogue state it changed).
+
+    Two messages sent in quick succession would otherwise both load the same dialogue state, and the second save
+    would fail as a conflict (a fallback reply). Turns of a session served by two workers can still conflict.
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    def __len__(self) -> int:
+        """Sessions with a turn running or waiting."""
+        return len(self._locks)
+
+    @asynccontextmanager
+    async def turn(self, session_id: str) -> AsyncIterator[None]:
+        entry = self._locks.get(session_id)
+        lock = entry[0] if entry is not None else asyncio.Lock()
+        self._locks[session_id] = (lock, (entry[1] if entry is not None else 0) + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[session_id]
+            if users == 1:
+                del self._locks[session_id]
+            else:
+                self._locks[session_id] = (lock, users - 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +142,7 @@ class TurnRunner:
         self.persist = persist or StoreReply()
         self.telemetry = telemetry or TurnTelemetry()
         self._inflight: dict[tuple[str, str, str], asyncio.Future[TurnResult]] = {}
+        self.sessions = SessionQueue()
 
     async def run(self, turn: TurnInput, events: TurnEvents | None = None) -> TurnResult:
         """Run one turn; a resend of a message still being processed waits for it instead of running twice."""
@@ -158,6 +191,13 @@ class TurnRunner:
             bind_session(ctx.session.id)  # from here on, this turn's log lines name its session
         if ctx.duplicate:
             return self._result(ctx)
+        if ctx.session is None:
+            return await self._answer(ctx)
+        async with self.sessions.turn(ctx.session.id):
+            return await self._answer(ctx)
+
+    async def _answer(self, ctx: TurnContext) -> TurnResult:
+        """Everything after the customer's message is stored, one turn of a session at a time."""
         deps = (self.release.begin(ctx) if self.release is not None else None) or self.deps
         await ctx.events.started(ctx)
         stream = CheckedStream.around(ctx, deps)  # streamed text is checked before it is shown
