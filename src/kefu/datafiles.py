@@ -44,18 +44,14 @@ def _read(path: Path) -> str:
         raise DataFileError(str(path), None, "not UTF-8 text") from None
 
 
-def _invalid(path: Path, exc: yaml.MarkedYAMLError) -> DataFileError:
-    line = exc.problem_mark.line + 1 if exc.problem_mark is not None else None
-    return DataFileError(str(path), line, f"invalid YAML: {exc.problem}")
-
-
 def load_yaml(path: Path) -> Any:
     """The file's data; a file that is not YAML is reported with its line."""
     text = _read(path)
     try:
         return yaml.load(text, Loader=_LOADER)  # a safe loader: libyaml's or PyYAML's SafeLoader
     except yaml.MarkedYAMLError as exc:
-        raise _invalid(path, exc) from None
+        line = exc.problem_mark.line + 1 if exc.problem_mark is not None else None
+        raise DataFileError(str(path), line, f"invalid YAML: {exc.problem}") from None
 
 
 def _yaml_tree(path: Path) -> yaml.Node | None:

@@ -223,10 +223,10 @@ def _emotion(trace: dict[str, Any]) -> str | None:
     return label if isinstance(label, str) else None
 
 
-def _message_record(row: _AnyRow, keys: Sequence[str] | None = None) -> MessageRecord:
-    """`keys`: the names of the row's columns in order (a session's history is dozens of rows, and a dict built
-    from them once is cheaper than a Row's attributes or `_asdict`); None reads them from the row."""
-    m = dict(zip(keys, row, strict=True)) if keys is not None else row._asdict()
+def _message_record(row: _AnyRow, keys: Sequence[str] = _MESSAGE_KEYS) -> MessageRecord:
+    """`keys`: the names of the row's columns in order (`_MESSAGE_COLUMNS` unless told): one dict built from them is
+    cheaper than a Row's attributes or `_asdict`, and a session's history is dozens of rows."""
+    m = dict(zip(keys, row, strict=True))
     trace: dict[str, Any] = dict(m["metadata"] or {})
     return MessageRecord(
         id=m["id"],

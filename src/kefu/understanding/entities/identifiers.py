@@ -24,8 +24,6 @@ _PHONE_CANDIDATE = re.compile(
 # runs; the placeholder stands for the value (the session's PII vault resolves it for backend actions).
 _REDACTED = re.compile(r"\[(PHONE|LANDLINE|EMAIL|ADDRESS)_(\d+)(?::([0-9Xx]{4}))?\]")
 _REDACTED_TYPES = {"PHONE": "phone", "LANDLINE": "phone", "EMAIL": "email", "ADDRESS": "address"}
-
-
 _SPACES = re.compile(r"\s{2,}")
 
 
@@ -52,6 +50,9 @@ class IdentifierExtractor:
         self._order = _searchable(order_number) if order_number else None
         self._after_sale = _searchable(after_sale_id) if after_sale_id else None
         self._tracking = [(carrier, _searchable(p)) for carrier, p in tracking_numbers.items()]
+        self._references = tuple(
+            p for p in (self._order, self._after_sale, *(pattern for _, pattern in self._tracking)) if p is not None
+        )
         self._region = phone_region
         # phonenumbers loads its metadata on first use (milliseconds); pay that at start-up, not in a turn.
         self._phone("13800000000")
@@ -59,8 +60,7 @@ class IdentifierExtractor:
     @property
     def reference_patterns(self) -> tuple[str, ...]:
         """The patterns `without_references` removes (part of a trained classifier's cache key)."""
-        patterns = [self._order, self._after_sale, *(p for _, p in self._tracking)]
-        return tuple(p.pattern for p in patterns if p is not None)
+        return tuple(p.pattern for p in self._references)
 
     def without_references(self, text: str) -> str:
         """The text without the shop's order, after-sale and tracking numbers, for reading what it is about.
@@ -70,9 +70,8 @@ class IdentifierExtractor:
         that is nothing but a number stays as it is.
         """
         stripped = text
-        for pattern in (self._order, self._after_sale, *(p for _, p in self._tracking)):
-            if pattern is not None:
-                stripped = pattern.sub(" ", stripped)
+        for pattern in self._references:
+            stripped = pattern.sub(" ", stripped)
         if stripped == text:
             return text
         stripped = _SPACES.sub(" ", stripped).strip()
