@@ -62,7 +62,8 @@ def test_every_stage_is_used_and_worst_confusions_are_reported(report: IntentEva
 def test_an_order_number_in_the_message_does_not_change_its_intent(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Customers paste their order number beside any question. With the number read as part of the message, the
     classifier took most such questions for order tracking (65% in-scope accuracy, 41% out-of-scope recall on
-    this set); without it, a number changes little."""
+    this set); with the number taken out but its label ("订单号", "(order …)") kept, 89% and 82%, and a third of
+    the turns needed the LLM fallback. Without both, a number changes little."""
     import csv
     import random
 
@@ -83,5 +84,6 @@ def test_an_order_number_in_the_message_does_not_change_its_intent(tmp_path_fact
         report = run_intent_eval(DEMO_SHOP / "intents.yaml", test, embedder, cache_dir=UNDERSTANDING_CACHE)
     finally:
         embedder.save()
-    assert report.in_scope_accuracy >= 0.85, report.errors
-    assert report.oos_recall is not None and report.oos_recall >= 0.75, report.errors
+    assert report.in_scope_accuracy >= 0.93, report.errors
+    assert report.oos_recall is not None and report.oos_recall >= 0.8, report.errors
+    assert report.llm_fallback_share < 0.25

@@ -175,7 +175,15 @@ def test_without_a_shop_only_generic_entities_are_found(tmp_path: Path) -> None:
 def test_reference_numbers_are_left_out_of_what_a_message_is_about(extractor: EntityExtractor) -> None:
     """The shop's order, after-sale and tracking numbers say which order, not what the customer wants."""
     ids = extractor.identifiers
-    assert ids.without_references("收到的商品有破损，怎么办？ 订单号 LM26110625") == "收到的商品有破损，怎么办？ 订单号"
+    assert ids.without_references("收到的商品有破损，怎么办？ 订单号 LM26110625") == "收到的商品有破损，怎么办？"
+    # the label that names the number goes with it, and brackets around both
+    assert ids.without_references("My parcel arrived damaged (order LM26110625)") == "My parcel arrived damaged"
+    assert ids.without_references("订单号：LM26110625，我要退货") == "，我要退货"
+    assert ids.without_references("Order no. LM26110625 was never delivered") == "was never delivered"
+    assert ids.without_references("【订单LM26110625】怎么还没发货") == "怎么还没发货"
+    # a bare noun outside brackets says what the message is about and stays
+    assert ids.without_references("where is my order LM26110625") == "where is my order"
+    assert ids.without_references("我的订单LM26110625到哪了") == "我的订单 到哪了"
     assert ids.without_references("where is SF1265742679155 now?") == "where is now?"
     assert ids.without_references("售后单AS260101001进度") == "售后单 进度"
     # nothing else changes: phone numbers, product models, a message without numbers

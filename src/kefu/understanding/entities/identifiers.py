@@ -25,6 +25,22 @@ _PHONE_CANDIDATE = re.compile(
 _REDACTED = re.compile(r"\[(PHONE|LANDLINE|EMAIL|ADDRESS)_(\d+)(?::([0-9Xx]{4}))?\]")
 _REDACTED_TYPES = {"PHONE": "phone", "LANDLINE": "phone", "EMAIL": "email", "ADDRESS": "address"}
 _SPACES = re.compile(r"\s{2,}")
+# Where a reference number was: the label that names it ("订单号：", "order no.", "#") and brackets around both
+# belong to the reference, not to what the customer asks ("退货 (order LM26110001)" is a return question).
+_REFERENCE = "\x00"
+_LABEL_WORDS = (
+    r"(?:(?:订单|运单|快递单|物流单|售后单|退货单|退款单|工单|快递|物流|售后)?(?:编号|号码|单号|号)"
+    r"|(?:order|tracking|waybill|parcel|after[- ]?sales?|return|refund|case|ticket|rma)\s*"
+    r"(?:number|no\.?|num\.?|id|code|#|[:：])"
+    r"|#)"
+)
+# In brackets, a bare word names the number too: "(order LM26110001)"; outside them "my order" is kept.
+_LABEL_IN_BRACKETS = r"(?:order|tracking|waybill|parcel|after[- ]?sales?|return|refund|订单|运单|快递|物流|售后)"
+_REFERENCE_WITH_LABEL = re.compile(
+    rf"[(（\[【]\s*(?:(?:{_LABEL_WORDS}|{_LABEL_IN_BRACKETS})\s*[:：#]?\s*)?{_REFERENCE}\s*[)）\]】]"
+    rf"|(?:{_LABEL_WORDS}\s*[:：#]?\s*)?{_REFERENCE}",
+    re.IGNORECASE,
+)
 
 
 def _searchable(anchored: str) -> re.Pattern[str]:
@@ -60,21 +76,22 @@ class IdentifierExtractor:
     @property
     def reference_patterns(self) -> tuple[str, ...]:
         """The patterns `without_references` removes (part of a trained classifier's cache key)."""
-        return tuple(p.pattern for p in self._references)
+        return (*(p.pattern for p in self._references), _REFERENCE_WITH_LABEL.pattern)
 
     def without_references(self, text: str) -> str:
         """The text without the shop's order, after-sale and tracking numbers, for reading what it is about.
 
         A number says which order, not what the customer wants: "收到的商品有破损，怎么办？ 订单号 LM26000123" is
-        about a damaged item, while intent examples that quote numbers are mostly order-tracking ones. A text
-        that is nothing but a number stays as it is.
+        about a damaged item, while intent examples that quote numbers are mostly order-tracking ones. The label
+        that names the number ("订单号", "order no.") and brackets around both go with it. A text that is nothing
+        but a reference stays as it is.
         """
         stripped = text
         for pattern in self._references:
-            stripped = pattern.sub(" ", stripped)
+            stripped = pattern.sub(_REFERENCE, stripped)
         if stripped == text:
             return text
-        stripped = _SPACES.sub(" ", stripped).strip()
+        stripped = _SPACES.sub(" ", _REFERENCE_WITH_LABEL.sub(" ", stripped)).strip()
         return stripped if stripped else text
 
     def extract(self, text: str) -> list[Entity]:
