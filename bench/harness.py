@@ -155,6 +155,7 @@ _PACKAGES = (
     "uvloop",
     "httptools",
     "httpx",
+    "aiohttp",
     "sqlalchemy",
     "aiosqlite",
     "pydantic",
