@@ -27,12 +27,14 @@ from kefu.llm.types import LLMRole
 from kefu.observability import KefuMetrics, TurnTelemetry, TurnTracer, build_tracer
 from kefu.observability.metrics import multiprocess_dir
 from kefu.pipeline import TurnDeps, TurnResult, TurnRunner
+from kefu.pipeline.session_queue import FileWorkerLocks, RedisWorkerLocks, WorkerLocks
 from kefu.prompts import PromptLibrary
 from kefu.release import Release, build_release
 from kefu.shop import ShopProfile, load_shop
 from kefu.store import ConversationStore
 from kefu.store.database import create_engine, migrate
 from kefu.store.retention import ScheduledPurge
+from kefu.store.sqlite_thread import is_sqlite_file
 from kefu.understanding.service import Understanding, build_understanding
 
 if TYPE_CHECKING:
@@ -77,6 +79,8 @@ class Services:
 
     retention: ScheduledPurge | None = None
     """Deletes conversations past `privacy.retention_days` on a schedule (None when they are kept)."""
+    session_locks: WorkerLocks | None = None
+    """What keeps two workers or replicas from answering one session at once (None in a lone worker)."""
 
     async def aclose(self) -> None:
         if self.retention is not None:
@@ -106,6 +110,8 @@ class Services:
             await self.handoff.hub.aclose()
         if self.answer_cache is not None:
             await self.answer_cache.aclose()
+        if self.session_locks is not None:
+            await self.session_locks.aclose()
         self.embedders.close()
         await self.store.aclose()
         await self.engine.dispose()
@@ -140,6 +146,27 @@ def build_tool_agent(
     if not tools:
         return None
     return ToolAgent(tools, dialogue.actions, prompts, shop, settings.dialogue.agent, flows=dialogue.library)
+
+
+SESSION_LOCK_EXPIRE_S = 300.0
+"""A worker that dies mid-turn holds its session's Redis lock this long at most."""
+SESSION_LOCK_WAIT_S = 60.0
+"""A turn waits this long at most for the turn before it in another worker, then goes on without the lock."""
+
+
+def build_session_locks(settings: Settings, engine: AsyncEngine) -> WorkerLocks | None:
+    """The lock that keeps two workers from answering one session at once, from what the workers share.
+
+    Redis when configured (workers and replicas); lock files when several workers share a SQLite file; none
+    for a lone worker. Several workers on PostgreSQL without Redis get none (docs/deployment.md asks for Redis).
+    """
+    if settings.redis_url:
+        return RedisWorkerLocks(settings.redis_url, expire_s=SESSION_LOCK_EXPIRE_S, wait_s=SESSION_LOCK_WAIT_S)
+    if settings.server.workers > 1 and is_sqlite_file(engine.url):
+        return FileWorkerLocks(settings.data_dir / "locks" / "sessions", wait_s=SESSION_LOCK_WAIT_S)
+    if settings.server.workers > 1:
+        log.warning("several workers without KEFU_REDIS_URL: two messages of one session may conflict")
+    return None
 
 
 def build_event_hub(settings: Settings) -> EventHub:
@@ -264,12 +291,13 @@ async def build_services(
     if release is not None:
         for limiter in limiters_of(release.owned_llms):
             limiter.observe(metrics)
+    session_locks = build_session_locks(settings, engine)
     return Services(
         settings=settings,
         engine=engine,
         store=store,
         llms=llms,
-        runner=TurnRunner(deps, telemetry=TurnTelemetry(metrics, tracer), release=release),
+        runner=TurnRunner(deps, telemetry=TurnTelemetry(metrics, tracer), release=release, session_locks=session_locks),
         access=access,
         knowledge=knowledge,
         embedders=embedders,
@@ -282,4 +310,5 @@ async def build_services(
         retention=ScheduledPurge.start(store, settings.privacy),
         release=release,
         answer_cache=answer_cache,
+        session_locks=session_locks,
     )

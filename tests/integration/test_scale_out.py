@@ -204,3 +204,23 @@ async def test_a_conversation_alternating_between_workers_keeps_its_state(server
     chats = server.workers_serving("POST /v1/chat")
     print(f"turns served by workers {chats}; history by {server.workers_serving('GET /v1/sessions/')}")
     assert len(chats) == 8
+
+
+async def test_two_messages_of_one_session_sent_at_once_to_two_workers_are_both_answered(server: Server) -> None:
+    """Each worker queues a session's turns; across workers the Redis session lock does. Each message starts a task
+    (a flow asking for the order number) in the dialogue state: without the lock, two workers load the same state,
+    and the second save fails, a fallback reply with error "conflict"."""
+    replies: list[dict[str, Any]] = []
+    async with _fresh_connections(server.url) as http:
+        for burst in range(10):
+            user = f"burst-{uuid.uuid4().hex[:8]}"
+            first = await http.post("/v1/chat", json={"user_id": user, "text": "你好"})
+            session_id = first.json()["session_id"]
+            sent = [
+                http.post("/v1/chat", json={"user_id": user, "session_id": session_id, "text": text})
+                for text in ("我要退货", "我想换货", "帮我取消订单")
+            ]
+            for resp in await asyncio.gather(*sent):
+                assert resp.status_code == 200, resp.text
+                replies.append(resp.json())
+    assert [r["error"] for r in replies] == [None] * 30, [r["reply"] for r in replies if r["error"]]

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from kefu.pipeline.runner import SessionQueue
+from kefu.pipeline.session_queue import SessionQueue
 
 
 async def test_turns_of_a_session_wait_for_each_other_and_other_sessions_do_not() -> None:

@@ -9,8 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +20,7 @@ from kefu.observability.turns import TurnTelemetry
 from kefu.pipeline.checked_stream import CheckedStream
 from kefu.pipeline.context import SilentEvents, TurnContext, TurnEvents, TurnInput
 from kefu.pipeline.deps import TurnDeps
+from kefu.pipeline.session_queue import SessionQueue, WorkerLocks
 from kefu.pipeline.stages import Stage
 from kefu.pipeline.stages.agent import RunToolAgent
 from kefu.pipeline.stages.cache import ServeCachedAnswer, ServeSimilarAnswer, StoreAnswer
@@ -43,37 +43,6 @@ if TYPE_CHECKING:
     from kefu.release import Release
 
 log = logging.getLogger(__name__)
-
-
-class SessionQueue:
-    """Turns of one session run one after another in this process: each customer message is stored as it arrives,
-    and the next is answered once the one before has its reply (and has saved the dialogue state it changed).
-
-    Two messages sent in quick succession would otherwise both load the same dialogue state, and the second save
-    would fail as a conflict (a fallback reply). Turns of a session served by two workers can still conflict.
-    """
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    def __len__(self) -> int:
-        """Sessions with a turn running or waiting."""
-        return len(self._locks)
-
-    @asynccontextmanager
-    async def turn(self, session_id: str) -> AsyncIterator[None]:
-        entry = self._locks.get(session_id)
-        lock = entry[0] if entry is not None else asyncio.Lock()
-        self._locks[session_id] = (lock, (entry[1] if entry is not None else 0) + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[session_id]
-            if users == 1:
-                del self._locks[session_id]
-            else:
-                self._locks[session_id] = (lock, users - 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +102,9 @@ class TurnRunner:
         persist: Stage | None = None,
         telemetry: TurnTelemetry | None = None,
         release: Release | None = None,
+        session_locks: WorkerLocks | None = None,
     ) -> None:
+        """`session_locks`: the lock other workers and replicas take around a session's turn (see `SessionQueue`)."""
         self.deps = deps
         self.release = release
         """A running gray release gives each turn its arm's dependencies (docs/release.md)."""
@@ -142,7 +113,7 @@ class TurnRunner:
         self.persist = persist or StoreReply()
         self.telemetry = telemetry or TurnTelemetry()
         self._inflight: dict[tuple[str, str, str], asyncio.Future[TurnResult]] = {}
-        self.sessions = SessionQueue()
+        self.sessions = SessionQueue(session_locks)
 
     async def run(self, turn: TurnInput, events: TurnEvents | None = None) -> TurnResult:
         """Run one turn; a resend of a message still being processed waits for it instead of running twice."""

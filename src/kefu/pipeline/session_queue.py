@@ -1,0 +1,159 @@
+"""One turn of a session at a time: in this process, and across workers and replicas when they share sessions.
+
+Two messages of one session sent in quick succession would otherwise both load the same dialogue state, and the
+second save would fail as a conflict (a fallback reply). In a process, an asyncio lock per session queues them.
+Across processes a second lock is needed, from what the processes share:
+
+- Redis (`KEFU_REDIS_URL`, several workers or replicas): a Redis lock per session (`SET NX PX`, released only by
+  its holder, expiring on its own if a worker dies mid-turn);
+- a SQLite file (`kefu serve --workers N` on one machine, no Redis): lock files under the data dir, one per
+  stripe of sessions (`filelock`), released by the kernel if a worker dies.
+
+A turn that cannot get the cross-worker lock within `wait_s` goes on without it (and may then conflict): a worker
+that died holding a Redis lock must not stop its session for longer than that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import zlib
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Protocol
+
+from filelock import AsyncFileLock
+from filelock import Timeout as FileLockTimeout
+
+log = logging.getLogger(__name__)
+
+
+class WorkerLocks(Protocol):
+    """A lock per session shared by every process that serves the sessions."""
+
+    def hold(self, session_id: str) -> AbstractAsyncContextManager[None]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class SessionQueue:
+    """Turns of one session run one after another: each customer message is stored as it arrives, and the next is
+    answered once the one before has its reply (and has saved the dialogue state it changed).
+
+    `workers`: the lock shared with other processes, when several serve the same sessions; None in a lone worker.
+    """
+
+    def __init__(self, workers: WorkerLocks | None = None) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self.workers = workers
+
+    def __len__(self) -> int:
+        """Sessions with a turn running or waiting in this process."""
+        return len(self._locks)
+
+    @asynccontextmanager
+    async def turn(self, session_id: str) -> AsyncIterator[None]:
+        entry = self._locks.get(session_id)
+        lock = entry[0] if entry is not None else asyncio.Lock()
+        self._locks[session_id] = (lock, (entry[1] if entry is not None else 0) + 1)
+        try:
+            async with lock:
+                if self.workers is None:
+                    yield
+                else:
+                    # Only this process's current turn of the session waits here: the rest queue on `lock`.
+                    async with self.workers.hold(session_id):
+                        yield
+        finally:
+            lock, users = self._locks[session_id]
+            if users == 1:
+                del self._locks[session_id]
+            else:
+                self._locks[session_id] = (lock, users - 1)
+
+
+class RedisWorkerLocks:
+    """A Redis lock per session; `expire_s` bounds how long a dead worker's lock outlives it."""
+
+    def __init__(self, redis_url: str, *, expire_s: float, wait_s: float, poll_s: float = 0.01) -> None:
+        from redis.asyncio import Redis
+
+        self._client = Redis.from_url(redis_url)
+        self._expire_s = expire_s
+        self._wait_s = wait_s
+        self._poll_s = poll_s
+
+    @asynccontextmanager
+    async def hold(self, session_id: str) -> AsyncIterator[None]:
+        from redis.exceptions import LockError, RedisError
+
+        lock = self._client.lock(
+            f"kefu:turn:{session_id}",
+            timeout=self._expire_s,
+            sleep=self._poll_s,
+            blocking_timeout=self._wait_s,
+            thread_local=False,
+        )
+        try:
+            acquired = await lock.acquire()
+        except RedisError as exc:
+            log.warning("session lock unavailable (%s): the turn goes on without it", type(exc).__name__)
+            acquired = False
+        if not acquired:
+            log.warning("session lock not acquired in %.0f s: the turn goes on without it", self._wait_s)
+            yield
+            return
+        try:
+            yield
+        finally:
+            try:
+                await lock.release()
+            except (LockError, RedisError) as exc:  # expired during a very long turn, or Redis went away
+                log.warning("session lock release failed: %s", type(exc).__name__)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+class FileWorkerLocks:
+    """Lock files in `directory`, one per stripe of sessions (a session id's CRC-32 modulo `stripes`).
+
+    Two sessions of one stripe wait for each other; with 1024 stripes and 64 turns in flight that is rare and
+    brief. A lock is polled every `poll_s` while another worker holds it.
+    """
+
+    def __init__(self, directory: Path, *, wait_s: float, stripes: int = 1024, poll_s: float = 0.005) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self._directory = directory
+        self._wait_s = wait_s
+        self._stripes = stripes
+        self._poll_s = poll_s
+
+    def path(self, session_id: str) -> Path:
+        return self._directory / f"{zlib.crc32(session_id.encode()) % self._stripes:04d}.lock"
+
+    @asynccontextmanager
+    async def hold(self, session_id: str) -> AsyncIterator[None]:
+        # Trying the lock is one non-blocking flock(2): done on the event loop, not in a thread.
+        lock = AsyncFileLock(
+            self.path(session_id),
+            timeout=self._wait_s,
+            poll_interval=self._poll_s,
+            is_singleton=False,
+            thread_local=False,
+            run_in_executor=False,
+        )
+        try:
+            await lock.acquire()
+        except FileLockTimeout:
+            log.warning("session lock not acquired in %.0f s: the turn goes on without it", self._wait_s)
+            yield
+            return
+        try:
+            yield
+        finally:
+            await lock.release()
+
+    async def aclose(self) -> None:
+        return None
