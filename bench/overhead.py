@@ -191,7 +191,8 @@ class Variant:
 
 
 def _variants(fields: set[str]) -> list[Variant]:
-    """kefu as shipped, and, where it has them, without the stages that run the embedding model per turn."""
+    """kefu as shipped; where it has them, without the stages that run the embedding model per turn; and as
+    shipped with two worker processes (one per core of the 2-core reference machine)."""
     variants = [Variant("as_shipped", "kefu as shipped", {})]
     without_model = {}
     if "understanding" in fields:
@@ -200,6 +201,9 @@ def _variants(fields: set[str]) -> list[Variant]:
         without_model["KEFU_GUARDS__EMBEDDING_CLASSIFIER"] = "false"
     if without_model:
         variants.append(Variant("no_embedding", "kefu without per-turn embeddings", without_model))
+    if "server" in fields:
+        # One worker per core, as docs/deployment.md sizes a server: on a SQLite file they share the store.
+        variants.append(Variant("two_workers", "kefu as shipped, 2 workers", {"KEFU_SERVER__WORKERS": "2"}))
     return variants
 
 
@@ -574,15 +578,18 @@ def _report(plan: OverheadPlan, results: list[VariantResult], shop_dir: Path | N
         "`POST /v1/chat`, alternating between the two, in the same run. Request bodies mix Chinese and English "
         f"questions, each made unique by an order number, so that every turn runs the embedding model (no "
         f"cache of recent texts helps); {CONTINUE_SHARE:.0%} of turns continue an earlier session, so its "
-        f"history is loaded. kefu runs {plan.workers} worker process(es) (`KEFU_SERVER__WORKERS`).",
+        f"history is loaded. kefu runs {plan.workers} worker process(es) (`KEFU_SERVER__WORKERS`) unless a "
+        "configuration says otherwise.",
     ]
     if len(results) > 1:
         lines += [
             "",
-            "Two configurations: **kefu as shipped** (every default stage), and **kefu without per-turn "
+            "Configurations: **kefu as shipped** (every default stage, one worker), **kefu without per-turn "
             "embeddings** (`KEFU_UNDERSTANDING__ENABLED=false`, `KEFU_GUARDS__EMBEDDING_CLASSIFIER=false`), "
             "which separates the cost of running the embedding model on each message from the rest of kefu "
-            "(HTTP, pipeline, store, the LLM client).",
+            "(HTTP, pipeline, store, the LLM client), and **kefu as shipped, 2 workers** "
+            "(`KEFU_SERVER__WORKERS=2`, one per core as docs/deployment.md sizes a server; both on the same "
+            "SQLite file, with the stub and the load generator on the same two cores).",
         ]
     lines += [
         "",
