@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
@@ -32,6 +33,7 @@ from kefu.prompts import PromptLibrary
 from kefu.release import Release, build_release
 from kefu.shop import ShopProfile, load_shop
 from kefu.store import ConversationStore
+from kefu.store.checkpoint import WalCheckpointer
 from kefu.store.database import create_engine, migrate
 from kefu.store.retention import ScheduledPurge
 from kefu.store.sqlite_thread import is_sqlite_file
@@ -81,6 +83,8 @@ class Services:
     """Deletes conversations past `privacy.retention_days` on a schedule (None when they are kept)."""
     session_locks: WorkerLocks | None = None
     """What keeps two workers or replicas from answering one session at once (None in a lone worker)."""
+    checkpointer: WalCheckpointer | None = None
+    """WAL checkpoints of a SQLite store, off the turns (None on PostgreSQL)."""
 
     async def aclose(self) -> None:
         if self.retention is not None:
@@ -115,6 +119,8 @@ class Services:
         self.embedders.close()
         await self.store.aclose()
         await self.engine.dispose()
+        if self.checkpointer is not None:
+            await asyncio.to_thread(self.checkpointer.close)
 
 
 def _guard_embedder(settings: Settings, embedders: SharedEmbedders) -> Embedder | None:
@@ -292,6 +298,8 @@ async def build_services(
         for limiter in limiters_of(release.owned_llms):
             limiter.observe(metrics)
     session_locks = build_session_locks(settings, engine)
+    # Started last: nothing above can fail after it.
+    checkpointer = WalCheckpointer(Path(engine.url.database or "")).start() if is_sqlite_file(engine.url) else None
     return Services(
         settings=settings,
         engine=engine,
@@ -311,4 +319,5 @@ async def build_services(
         release=release,
         answer_cache=answer_cache,
         session_locks=session_locks,
+        checkpointer=checkpointer,
     )

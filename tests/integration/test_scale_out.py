@@ -212,7 +212,7 @@ async def test_two_messages_of_one_session_sent_at_once_to_two_workers_are_both_
     and the second save fails, a fallback reply with error "conflict"."""
     replies: list[dict[str, Any]] = []
     async with _fresh_connections(server.url) as http:
-        for burst in range(10):
+        for _ in range(10):
             user = f"burst-{uuid.uuid4().hex[:8]}"
             first = await http.post("/v1/chat", json={"user_id": user, "text": "你好"})
             session_id = first.json()["session_id"]

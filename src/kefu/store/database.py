@@ -35,8 +35,11 @@ def create_engine(url: str) -> AsyncEngine:
 
 
 def enable_sqlite_pragmas(engine: Engine) -> None:
-    """Foreign keys on, write-ahead log (readers never block the writer), fsync only at checkpoints."""
+    """Foreign keys on, write-ahead log (readers never block the writer), fsync only at checkpoints, and
+    checkpoints left to a background thread (`kefu.store.checkpoint`) instead of the commit that fills the WAL."""
     from sqlalchemy import event
+
+    from kefu.store.checkpoint import WAL_AUTOCHECKPOINT_PAGES
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
@@ -44,6 +47,7 @@ def enable_sqlite_pragmas(engine: Engine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
         cursor.close()
 
 

@@ -1,0 +1,72 @@
+"""SQLite WAL checkpoints happen on the checkpointer's thread, not in the commit of a customer's turn."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+from sqlalchemy import text
+
+from kefu.store.checkpoint import WAL_AUTOCHECKPOINT_PAGES, WalCheckpointer
+from kefu.store.database import create_engine
+
+
+async def test_store_connections_leave_checkpoints_to_the_background(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'kefu.db'}")
+    try:
+        async with engine.connect() as conn:
+            pages = (await conn.execute(text("PRAGMA wal_autocheckpoint"))).scalar()
+            mode = (await conn.execute(text("PRAGMA journal_mode"))).scalar()
+    finally:
+        await engine.dispose()
+    assert (pages, mode) == (WAL_AUTOCHECKPOINT_PAGES, "wal")
+
+
+def _writer(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+    conn.execute("CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, body TEXT)")
+    return conn
+
+
+def _wal_frames(path: Path) -> int:
+    """Pages in the WAL now (a PASSIVE checkpoint reports them without waiting for anyone)."""
+    with sqlite3.connect(path, isolation_level=None) as conn:
+        frames: int = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+    return frames
+
+
+def test_the_checkpointer_copies_the_wal_and_starts_it_over(tmp_path: Path) -> None:
+    database = tmp_path / "kefu.db"
+    writer = _writer(database)
+    checkpointer = WalCheckpointer(database, interval_s=0.02, restart_frames=50).start()
+    try:
+        for n in range(400):  # one page or more per commit: the WAL passes restart_frames many times over
+            writer.execute("INSERT INTO notes (body) VALUES (?)", (f"note {n} " * 200,))
+        deadline = time.monotonic() + 10
+        while checkpointer.restarts == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert checkpointer.restarts >= 1 and checkpointer.passes >= 1
+        writer.execute("INSERT INTO notes (body) VALUES ('after the restart')")
+        # Without the checkpointer the WAL would hold every one of the 400+ pages written above.
+        assert _wal_frames(database) < 400
+    finally:
+        writer.close()
+        checkpointer.close()
+    assert (tmp_path / "kefu.db-wal").stat().st_size == 0, "close() leaves the WAL empty"
+    with sqlite3.connect(database) as conn:
+        assert conn.execute("SELECT count(*) FROM notes").fetchone()[0] == 401
+
+
+def test_without_a_checkpointer_the_wal_keeps_growing_below_the_safety_net(tmp_path: Path) -> None:
+    database = tmp_path / "kefu.db"
+    writer = _writer(database)
+    try:
+        for n in range(400):
+            writer.execute("INSERT INTO notes (body) VALUES (?)", (f"note {n} " * 200,))
+        frames = writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+    finally:
+        writer.close()
+    assert 400 <= frames < WAL_AUTOCHECKPOINT_PAGES  # no commit checkpointed on its own
