@@ -163,13 +163,13 @@ SESSION_LOCK_WAIT_S = 60.0
 def build_session_locks(settings: Settings, engine: AsyncEngine) -> WorkerLocks | None:
     """The lock that keeps two workers from answering one session at once, from what the workers share.
 
-    Redis when configured (workers and replicas); lock files when several workers share a SQLite file; none
+    Redis when configured (workers and replicas); a lock file when several workers share a SQLite file; none
     for a lone worker. Several workers on PostgreSQL without Redis get none (docs/deployment.md asks for Redis).
     """
     if settings.redis_url:
         return RedisWorkerLocks(settings.redis_url, expire_s=SESSION_LOCK_EXPIRE_S, wait_s=SESSION_LOCK_WAIT_S)
     if settings.server.workers > 1 and is_sqlite_file(engine.url):
-        return FileWorkerLocks(settings.data_dir / "locks" / "sessions", wait_s=SESSION_LOCK_WAIT_S)
+        return FileWorkerLocks(settings.data_dir / "locks" / "sessions.lock", wait_s=SESSION_LOCK_WAIT_S)
     if settings.server.workers > 1:
         log.warning("several workers without KEFU_REDIS_URL: two messages of one session may conflict")
     return None

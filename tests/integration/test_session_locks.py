@@ -1,36 +1,79 @@
-"""Two workers answering one session take turns: a lock shared through lock files (SQLite, one machine) or Redis.
+"""Two workers answering one session take turns: a lock shared through a lock file (SQLite, one machine) or Redis.
 
-Each `SessionQueue` here stands for one worker; they share only what two processes would share.
+The worker under test is a `SessionQueue` here; the other worker holds the session's lock from another process
+(lock-file locks belong to a process) or through its own Redis client.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
 from kefu.pipeline.session_queue import FileWorkerLocks, RedisWorkerLocks, SessionQueue, WorkerLocks
 
+_HOLDER = """
+import asyncio, sys
+from pathlib import Path
+from kefu.pipeline.session_queue import FileWorkerLocks
+
+async def main() -> None:
+    locks = FileWorkerLocks(Path(sys.argv[1]), wait_s=5)
+    async with locks.hold(sys.argv[2]):
+        print("held", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    await locks.aclose()
+
+asyncio.run(main())
+"""
+
 
 class Workers:
-    """Makes the shared lock of each simulated worker; `prefix` keeps this run's sessions apart on a shared Redis."""
+    """The worker under test, and another one that answers a session of its own choosing meanwhile."""
 
     def __init__(self, kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-        self.kind, self.tmp_path, self.request = kind, tmp_path, request
-        self.prefix = uuid.uuid4().hex
+        self.kind, self.request = kind, request
+        self.lock_file = tmp_path / "locks" / "sessions.lock"
+        self.prefix = uuid.uuid4().hex  # this run's sessions, apart from others' on a shared Redis
         self.made: list[WorkerLocks] = []
 
-    def queue(self, wait_s: float) -> SessionQueue:
+    def locks(self, wait_s: float) -> WorkerLocks:
         locks: WorkerLocks
         if self.kind == "files":
-            locks = FileWorkerLocks(self.tmp_path / "locks", wait_s=wait_s)
+            locks = FileWorkerLocks(self.lock_file, wait_s=wait_s)
         else:
             locks = RedisWorkerLocks(self.request.getfixturevalue("redis_url"), expire_s=30, wait_s=wait_s)
         self.made.append(locks)
-        return SessionQueue(locks)
+        return locks
+
+    @asynccontextmanager
+    async def other_worker_answering(self, session_id: str) -> AsyncIterator[None]:
+        if self.kind == "redis":
+            async with SessionQueue(self.locks(10.0)).turn(session_id):
+                yield
+            return
+        holder = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _HOLDER,
+            str(self.lock_file),
+            session_id,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert holder.stdin is not None and holder.stdout is not None
+        try:
+            assert await asyncio.wait_for(holder.stdout.readline(), 60) == b"held\n"
+            yield
+        finally:
+            holder.stdin.write(b"done\n")
+            await holder.stdin.drain()
+            await asyncio.wait_for(holder.wait(), 30)
 
 
 @pytest.fixture(params=["files", pytest.param("redis", marks=pytest.mark.redis)])
@@ -41,51 +84,30 @@ async def workers(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         await locks.aclose()
 
 
-async def test_a_session_answered_by_two_workers_takes_turns(workers: Workers) -> None:
-    worker_a, worker_b = workers.queue(10.0), workers.queue(10.0)
+async def test_a_session_another_worker_is_answering_waits_and_others_do_not(workers: Workers) -> None:
+    worker = SessionQueue(workers.locks(10.0))
     session, other = f"{workers.prefix}-s1", f"{workers.prefix}-s2"
-    if isinstance(worker_a.workers, FileWorkerLocks):
-        while worker_a.workers.path(other) == worker_a.workers.path(session):
-            other += "x"  # another stripe
-    order: list[str] = []
-    release, a_started = asyncio.Event(), asyncio.Event()
+    answered: list[str] = []
 
-    async def turn(worker: SessionQueue, session_id: str, name: str, *, wait: bool = False) -> None:
+    async def turn(session_id: str) -> None:
         async with worker.turn(session_id):
-            order.append(f"{name} start")
-            if wait:
-                a_started.set()
-                await release.wait()
-            order.append(f"{name} end")
+            answered.append(session_id)
 
-    first = asyncio.create_task(turn(worker_a, session, "a", wait=True))
-    await a_started.wait()
-    second = asyncio.create_task(turn(worker_b, session, "b"))
-    await asyncio.wait_for(turn(worker_b, other, "c"), 5)  # another session is not held up
-    await asyncio.sleep(0.2)
-    assert order == ["a start", "c start", "c end"], "worker B answered the session while A was answering it"
-    release.set()
-    await asyncio.wait_for(asyncio.gather(first, second), 5)
-    assert order[3:] == ["a end", "b start", "b end"]
+    async with workers.other_worker_answering(session):
+        waiting = asyncio.create_task(turn(session))
+        await asyncio.wait_for(turn(other), 5)  # another session is not held up
+        await asyncio.sleep(0.2)
+        assert answered == [other], "this worker answered the session while the other one was answering it"
+    await asyncio.wait_for(waiting, 5)  # the other worker is done: this one goes on at once
+    assert answered == [other, session]
 
 
 async def test_a_lock_held_too_long_is_given_up_after_the_wait(workers: Workers) -> None:
-    stuck, waiting = workers.queue(0.3), workers.queue(0.3)
+    worker = SessionQueue(workers.locks(0.3))
     session = f"{workers.prefix}-stuck"
-    release = asyncio.Event()
-    entered = asyncio.Event()
-
-    async def hold() -> None:
-        async with stuck.turn(session):
-            entered.set()
-            await release.wait()
-
-    holder = asyncio.create_task(hold())
-    await entered.wait()
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    async with waiting.turn(session):  # goes on without the lock instead of waiting forever
-        waited = loop.time() - started
+    async with workers.other_worker_answering(session):
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with worker.turn(session):  # goes on without the lock instead of waiting forever
+            waited = loop.time() - started
     assert 0.25 <= waited < 5
-    release.set()
-    await holder

@@ -6,8 +6,8 @@ Across processes a second lock is needed, from what the processes share:
 
 - Redis (`KEFU_REDIS_URL`, several workers or replicas): a Redis lock per session (`SET NX PX`, released only by
   its holder, expiring on its own if a worker dies mid-turn);
-- a SQLite file (`kefu serve --workers N` on one machine, no Redis): lock files under the data dir, one per
-  stripe of sessions (`filelock`), released by the kernel if a worker dies.
+- a SQLite file (`kefu serve --workers N` on one machine, no Redis): a byte-range lock per session in one lock
+  file under the data dir, released by the kernel if a worker dies.
 
 A turn that cannot get the cross-worker lock within `wait_s` goes on without it (and may then conflict): a worker
 that died holding a Redis lock must not stop its session for longer than that.
@@ -16,15 +16,16 @@ that died holding a Redis lock must not stop its session for longer than that.
 from __future__ import annotations
 
 import asyncio
+import errno
+import fcntl
+import hashlib
 import logging
-import zlib
+import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Protocol
-
-from filelock import AsyncFileLock
-from filelock import Timeout as FileLockTimeout
 
 log = logging.getLogger(__name__)
 
@@ -117,43 +118,51 @@ class RedisWorkerLocks:
 
 
 class FileWorkerLocks:
-    """Lock files in `directory`, one per stripe of sessions (a session id's CRC-32 modulo `stripes`).
+    """A byte-range lock per session in one lock file (`fcntl` record locks): the byte at a 62-bit hash of the
+    session id. Sessions never share a lock; the kernel releases a dead worker's locks.
 
-    Two sessions of one stripe wait for each other; with 1024 stripes and 64 turns in flight that is rare and
-    brief. A lock is polled every `poll_s` while another worker holds it.
+    Record locks belong to a process, not to a task: two turns of one process are kept apart by `SessionQueue`'s
+    own lock before they get here. While another worker holds a session, its lock is tried every `poll_s`.
     """
 
-    def __init__(self, directory: Path, *, wait_s: float, stripes: int = 1024, poll_s: float = 0.005) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self._directory = directory
+    def __init__(self, path: Path, *, wait_s: float, poll_s: float = 0.005) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         self._wait_s = wait_s
-        self._stripes = stripes
         self._poll_s = poll_s
 
-    def path(self, session_id: str) -> Path:
-        return self._directory / f"{zlib.crc32(session_id.encode()) % self._stripes:04d}.lock"
+    @staticmethod
+    def offset(session_id: str) -> int:
+        return int.from_bytes(hashlib.blake2b(session_id.encode(), digest_size=8).digest(), "big") >> 2
+
+    def _try(self, offset: int) -> bool:
+        assert self._fd is not None, "session locks used after aclose()"
+        try:
+            fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                return False
+            raise
+        return True
 
     @asynccontextmanager
     async def hold(self, session_id: str) -> AsyncIterator[None]:
-        # Trying the lock is one non-blocking flock(2): done on the event loop, not in a thread.
-        lock = AsyncFileLock(
-            self.path(session_id),
-            timeout=self._wait_s,
-            poll_interval=self._poll_s,
-            is_singleton=False,
-            thread_local=False,
-            run_in_executor=False,
-        )
-        try:
-            await lock.acquire()
-        except FileLockTimeout:
-            log.warning("session lock not acquired in %.0f s: the turn goes on without it", self._wait_s)
-            yield
-            return
+        offset = self.offset(session_id)
+        deadline = time.monotonic() + self._wait_s
+        while not self._try(offset):
+            if time.monotonic() >= deadline:
+                log.warning("session lock not acquired in %.0f s: the turn goes on without it", self._wait_s)
+                yield
+                return
+            await asyncio.sleep(self._poll_s)
         try:
             yield
         finally:
-            await lock.release()
+            if self._fd is not None:
+                fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, offset)
 
     async def aclose(self) -> None:
-        return None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
