@@ -70,3 +70,29 @@ def test_without_a_checkpointer_the_wal_keeps_growing_below_the_safety_net(tmp_p
     finally:
         writer.close()
     assert 400 <= frames < WAL_AUTOCHECKPOINT_PAGES  # no commit checkpointed on its own
+
+
+def test_a_restart_blocked_by_a_long_reader_gives_up_and_writers_go_on(tmp_path: Path) -> None:
+    database = tmp_path / "kefu.db"
+    writer = _writer(database)
+    for n in range(100):
+        writer.execute("INSERT INTO notes (body) VALUES (?)", (f"note {n} " * 200,))
+    report = sqlite3.connect(database, isolation_level=None)
+    report.execute("BEGIN")
+    report.execute("SELECT count(*) FROM notes").fetchone()  # a long report holds its snapshot
+    checkpointer = WalCheckpointer(database, restart_frames=10, busy_s=0.05)
+    conn = sqlite3.connect(database, timeout=0.05, isolation_level=None)
+    try:
+        writer.execute("INSERT INTO notes (body) VALUES ('during the report')")
+        started = time.monotonic()
+        checkpointer.checkpoint(conn)
+        assert time.monotonic() - started < 2, "the RESTART waited for the report"
+        assert checkpointer.restarts == 0  # it could not restart the WAL under the report's snapshot
+        writer.execute("INSERT INTO notes (body) VALUES ('after the attempt')")  # writers are not held back
+        report.execute("COMMIT")
+        checkpointer.checkpoint(conn)
+        assert checkpointer.restarts == 1
+    finally:
+        conn.close()
+        report.close()
+        writer.close()
