@@ -28,14 +28,16 @@ _SPACES = re.compile(r"\s{2,}")
 # Where a reference number was: the label that names it ("订单号：", "order no.", "#") and brackets around both
 # belong to the reference, not to what the customer asks ("退货 (order LM26110001)" is a return question).
 _REFERENCE = "\x00"
+_NOUNS_EN = r"order|tracking|waybill|parcel|after[- ]?sales?|return|refund"
+"""English names of a reference number: labels with "number"/"no."/"#" after them, or bare in brackets."""
 _LABEL_WORDS = (
     r"(?:(?:订单|运单|快递单|物流单|售后单|退货单|退款单|工单|快递|物流|售后)?(?:编号|号码|单号|号)"
-    r"|(?:order|tracking|waybill|parcel|after[- ]?sales?|return|refund|case|ticket|rma)\s*"
+    rf"|(?:{_NOUNS_EN}|case|ticket|rma)\s*"
     r"(?:number|no\.?|num\.?|id|code|#|[:：])"
     r"|#)"
 )
 # In brackets, a bare word names the number too: "(order LM26110001)"; outside them "my order" is kept.
-_LABEL_IN_BRACKETS = r"(?:order|tracking|waybill|parcel|after[- ]?sales?|return|refund|订单|运单|快递|物流|售后)"
+_LABEL_IN_BRACKETS = rf"(?:{_NOUNS_EN}|订单|运单|快递|物流|售后)"
 _REFERENCE_WITH_LABEL = re.compile(
     rf"[(（\[【]\s*(?:(?:{_LABEL_WORDS}|{_LABEL_IN_BRACKETS})\s*[:：#]?\s*)?{_REFERENCE}\s*[)）\]】]"
     rf"|(?:{_LABEL_WORDS}\s*[:：#]?\s*)?{_REFERENCE}",
