@@ -111,3 +111,27 @@ async def test_a_lock_held_too_long_is_given_up_after_the_wait(workers: Workers)
         async with worker.turn(session):  # goes on without the lock instead of waiting forever
             waited = loop.time() - started
     assert 0.25 <= waited < 5
+
+
+async def test_a_redis_that_does_not_answer_holds_a_turn_up_for_its_timeout_only() -> None:
+    silent: list[asyncio.StreamWriter] = []
+
+    async def accept_and_say_nothing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        silent.append(writer)
+
+    server = await asyncio.start_server(accept_and_say_nothing, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    worker = SessionQueue(RedisWorkerLocks(f"redis://127.0.0.1:{port}/0", expire_s=30, wait_s=60, timeout_s=0.2))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        async with asyncio.timeout(10), worker.turn("s1"):  # goes on without the lock
+            waited = loop.time() - started
+    finally:
+        assert worker.workers is not None
+        await worker.workers.aclose()
+        for writer in silent:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    assert waited < 5

@@ -27,6 +27,9 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Protocol
 
+from redis.asyncio import Redis
+from redis.exceptions import LockError, RedisError
+
 log = logging.getLogger(__name__)
 
 
@@ -75,20 +78,21 @@ class SessionQueue:
 
 
 class RedisWorkerLocks:
-    """A Redis lock per session; `expire_s` bounds how long a dead worker's lock outlives it."""
+    """A Redis lock per session; `expire_s` bounds how long a dead worker's lock outlives it.
 
-    def __init__(self, redis_url: str, *, expire_s: float, wait_s: float, poll_s: float = 0.01) -> None:
-        from redis.asyncio import Redis
+    A Redis that does not answer holds a turn up for `timeout_s` per command at most; the turn then goes on.
+    """
 
-        self._client = Redis.from_url(redis_url)
+    def __init__(
+        self, redis_url: str, *, expire_s: float, wait_s: float, poll_s: float = 0.01, timeout_s: float = 1.0
+    ) -> None:
+        self._client = Redis.from_url(redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         self._expire_s = expire_s
         self._wait_s = wait_s
         self._poll_s = poll_s
 
     @asynccontextmanager
     async def hold(self, session_id: str) -> AsyncIterator[None]:
-        from redis.exceptions import LockError, RedisError
-
         lock = self._client.lock(
             f"kefu:turn:{session_id}",
             timeout=self._expire_s,
