@@ -142,6 +142,10 @@ class UnderstandingSettings(_Strict):
     llm_fallback: bool = True
     """Ask the classification LLM (JSON-constrained) when the embedding classifier is unsure."""
     llm_timeout_s: float = Field(default=8.0, gt=0)
+    llm_fallback_when_alike: bool = False
+    """Ask the LLM fallback even when every intent the classifier hesitates between is answered from knowledge (FAQ
+    or retrieval), where the reply is the same whichever it is. Off (default): the classifier's best guess stands,
+    one LLM call less on those turns; on: more exact intent labels in analytics."""
     rules_max_chars: int = Field(default=60, ge=1)
     """Keyword and pattern rules decide only messages up to this length; longer ones go to the classifier."""
     oos_threshold: float | None = Field(default=None, ge=0, le=1)

@@ -31,7 +31,7 @@ from kefu.errors import LLMUnavailableError
 from kefu.llm.testing import ScriptedLLM
 from kefu.pipeline.context import Citation, SilentEvents, TurnContext, TurnInput
 from kefu.pipeline.deps import TurnDeps
-from kefu.pipeline.stages.cache_policy import AnswerNamespaces, store_blocker
+from kefu.pipeline.stages.cache_policy import AnswerNamespaces, semantic_intent, store_blocker
 from kefu.prompts import PROMPTS_DIR, PromptLibrary
 from kefu.release.turn import ArmTurn
 from kefu.safety.pii import PiiDetector
@@ -621,3 +621,16 @@ def test_a_reply_with_personal_data_is_not_cached() -> None:
     deps = cast(TurnDeps, SimpleNamespace(safety=SimpleNamespace(detector=PiiDetector())))
     assert store_blocker(_knowledge_turn(reply="Call 13812345678 for your parcel."), deps) == "personal"
     assert store_blocker(_knowledge_turn(), deps) is None
+
+
+def test_a_guess_between_intents_shares_paraphrases_only_with_the_same_guess() -> None:
+    """An unsure classifier kept its guess (`alike`): its answers are looked up and kept apart from those of a
+    confidently recognised intent, under the intents it hesitated between."""
+    confident = _knowledge_turn(understanding=_understood())
+    assert semantic_intent(confident) == "return_policy"
+    guess = replace(
+        _understood(),
+        intent=IntentDecision("return_policy", 0.6, "classifier", alike=("return_policy", "refund_status")),
+    )
+    assert semantic_intent(_knowledge_turn(understanding=guess)) == "refund_status|return_policy"
+    assert semantic_intent(_knowledge_turn(understanding=guess, intent="warranty")) == "warranty", "a later stage's"

@@ -227,3 +227,76 @@ def test_emotion_model_trains_from_the_bundled_examples(tmp_path: Path, embedder
     detector = EmotionDetector.load(DEFAULT_EMOTION_FILE, embedder)
     vector = embedder.embed_queries(["你们什么垃圾服务"])[0]
     assert detector.detect("你们什么垃圾服务", vector).negative
+
+
+TWINS = """\
+version: 1
+intents:
+  - name: invoice
+    description: {zh: 开发票, en: Invoices}
+    handler: knowledge
+    examples:
+      zh: [怎么开发票, 要开专票, 电子发票在哪下载, 能开发票吗]
+      en: [how do i get an invoice, vat invoice please, download my e-invoice, can you issue an invoice]
+  - name: invoice_rules
+    description: {zh: 发票规则, en: Invoice rules}
+    handler: faq
+    examples:
+      zh: [怎么开发票, 要开专票, 电子发票在哪下载, 能开发票吗]
+      en: [how do i get an invoice, vat invoice please, download my e-invoice, can you issue an invoice]
+  - name: invoice_change
+    description: {zh: 改发票, en: Change an invoice}
+    handler: flow
+    examples:
+      zh: [发票抬头写错了要改, 帮我重开发票, 发票信息改一下, 重新开一张发票]
+      en: [fix my invoice title, reissue my invoice, change the invoice details, issue the invoice again]
+  - name: return_request
+    description: {zh: 想退货, en: Wants to return an item}
+    handler: flow
+    examples:
+      zh: [我要退货, 这个不想要了怎么退, 申请退货退款, 帮我退掉这个]
+      en: [i want to return this, how do i return it, start a return, send it back for a refund]
+out_of_scope:
+  examples:
+    zh: [今天天气怎么样, 帮我写首诗, 股票会涨吗, 讲个笑话]
+    en: [what is the weather, write me a poem, will stocks go up, tell me a joke]
+"""
+
+
+async def test_an_unsure_turn_whose_likely_intents_are_all_answered_from_knowledge_skips_the_llm(
+    tmp_path: Path,
+) -> None:
+    """Two intents with the same examples cannot be told apart; both are answered from knowledge, so the LLM
+    would not change the reply. A tie that involves a flow still asks it."""
+    (tmp_path / "intents.yaml").write_text(TWINS, encoding="utf-8")
+    # The hashing test embedder spreads probability thinly: the twins get about 0.27 each, so at 0.5 every
+    # decision is unsure and the twins together reach it.
+    understanding = build(tmp_path, accept_threshold=0.5)
+    llm = ScriptedLLM([json.dumps({"intent": "invoice_change", "confidence": 0.9})] * 2)
+
+    tie = await understanding.analyse_async("怎么开发票", (), NOW, llm=llm)
+    assert tie.intent.stage == "classifier" and not tie.intent.needed_llm and not llm.calls
+    assert set(tie.intent.alike) == {"invoice", "invoice_rules"} and tie.intent.intent in tie.intent.alike
+    assert tie.route.handler in ("faq", "knowledge") and "no LLM needed" in tie.intent.reason
+    assert tie.intent.as_dict()["alike"] == list(tie.intent.alike)
+
+    flow_tie = await understanding.analyse_async("帮我重开发票", (), NOW, llm=llm)
+    assert flow_tie.intent.candidates[0].intent == "invoice_change", "a flow among the likely intents"
+    assert flow_tie.intent.stage == "llm" and flow_tie.intent.alike == () and len(llm.calls) == 1
+
+    understanding.settle_alike = False  # llm_fallback_when_alike: true
+    asked = await understanding.analyse_async("怎么开发票", (), NOW, llm=llm)
+    assert asked.intent.stage == "llm" and asked.intent.alike == () and len(llm.calls) == 2
+    llm.assert_complete()
+
+
+def test_handled_alike_needs_every_likely_intent_answered_from_knowledge(tmp_path: Path) -> None:
+    (tmp_path / "intents.yaml").write_text(TWINS, encoding="utf-8")
+    router = build(tmp_path).router
+    assert router.handled_alike([("invoice", 0.6), ("invoice_rules", 0.35), ("invoice_change", 0.05)], 0.9) == (
+        "invoice",
+        "invoice_rules",
+    )
+    assert router.handled_alike([("invoice", 0.6), ("invoice_change", 0.35)], 0.9) == (), "a flow decides differently"
+    assert router.handled_alike([("invoice", 0.6), ("oos", 0.35)], 0.9) == (), "out of scope is answered differently"
+    assert router.handled_alike([("invoice", 0.5), ("invoice_rules", 0.3)], 0.9) == (), "the rest may be anything"

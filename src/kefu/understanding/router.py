@@ -15,6 +15,8 @@ from kefu.understanding.catalogue import Handler, IntentCatalogue
 from kefu.understanding.types import DialogueState, Emotion, Entity, IntentDecision, RouteDecision
 
 OOS_HANDLER = "oos"
+_ANSWERED_FROM_KNOWLEDGE = frozenset({Handler.FAQ.value, Handler.KNOWLEDGE.value})
+"""Handlers whose reply does not depend on the intent: the knowledge stage answers the question itself."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,28 @@ class Router:
     def __init__(self, catalogue: IntentCatalogue | None, weights: RouterWeights | None = None) -> None:
         self.catalogue = catalogue
         self.weights = weights or RouterWeights()
+
+    def handled_alike(self, ranked: Sequence[tuple[str, float]], mass: float) -> tuple[str, ...]:
+        """The most likely intents, best first, until their probabilities add up to `mass`, when every one of them
+        is answered from knowledge; () when they are not, or when they never add up to it.
+
+        The classifier is unsure between "满多少包邮" as `shipping_policy` or `shipping_fee`, but both are answered by
+        the knowledge stage from the same question: asking the LLM which it is would not change the reply. With
+        `mass` the accept threshold, the right intent is among them as often as a confident guess is right.
+        """
+        if self.catalogue is None:
+            return ()
+        chosen: list[str] = []
+        total = 0.0
+        for label, probability in ranked:
+            spec = self.catalogue.get(label)
+            if spec is None or spec.handler.value not in _ANSWERED_FROM_KNOWLEDGE:
+                return ()  # out of scope, or a flow, an agent, a person: the intent decides what happens
+            chosen.append(label)
+            total += probability
+            if total >= mass:
+                return tuple(chosen)
+        return ()
 
     def route(
         self, decision: IntentDecision, entities: Sequence[Entity], emotion: Emotion, state: DialogueState

@@ -72,6 +72,8 @@ class UnderstandingConfig:
     rules_max_chars: int = 60
     llm_fallback: bool = True
     llm_timeout_s: float = 8.0
+    settle_alike: bool = True
+    """The inverse of `UnderstandingSettings.llm_fallback_when_alike`."""
     router: RouterWeights = field(default_factory=RouterWeights)
 
 
@@ -91,6 +93,7 @@ class Understanding:
         fallback: LLMIntentFallback | None = None,
         timezone: str = "Asia/Shanghai",
         intents_file: Path | None = None,
+        settle_alike: bool = True,
     ) -> None:
         self.embedder = embedder
         self.entities = entities
@@ -101,6 +104,8 @@ class Understanding:
         self.rules = rules
         self.fallback = fallback
         self.timezone = ZoneInfo(timezone)
+        self.settle_alike = settle_alike
+        """An unsure classifier whose likely intents are all answered from knowledge keeps its guess (no LLM)."""
         self.intents_file = intents_file
         """Where the catalogue was loaded from (errors found later, e.g. in `tools:`, name its lines)."""
 
@@ -139,6 +144,7 @@ class Understanding:
             fallback=fallback,
             timezone=formats.locale.timezone,
             intents_file=intents_file,
+            settle_alike=config.settle_alike,
         )
 
     @staticmethod
@@ -256,13 +262,21 @@ class Understanding:
             )
         elif prediction is not None:
             reason = "out of scope" if prediction.label == OOS_LABEL else "classifier"
+            reason = f"{reason} (top probability {prediction.top_probability:.2f})"
+            alike: tuple[str, ...] = ()
+            if prediction.uncertain and self.settle_alike and self.model is not None:
+                alike = self.router.handled_alike(prediction.ranked, self.model.thresholds.accept)
+            if alike:
+                scores = ", ".join(f"{label} {p:.2f}" for label, p in prediction.ranked[: len(alike)])
+                reason = f"classifier unsure between {scores}; all answered from knowledge, so no LLM needed"
             decision = IntentDecision(
                 prediction.label,
                 prediction.confidence,
                 "classifier",
                 candidates,
-                reason=f"{reason} (top probability {prediction.top_probability:.2f})",
-                needed_llm=prediction.uncertain,
+                reason=reason,
+                needed_llm=prediction.uncertain and not alike,
+                alike=alike,
             )
         else:
             decision = IntentDecision(None, 0.0, "none", reason="no intent catalogue")
@@ -305,6 +319,7 @@ def build_understanding(
         rules_max_chars=options.rules_max_chars,
         llm_fallback=options.llm_fallback,
         llm_timeout_s=options.llm_timeout_s,
+        settle_alike=not options.llm_fallback_when_alike,
         router=RouterWeights(**options.router.model_dump()),
     )
     return Understanding.build(config, embedder, prompts)

@@ -102,6 +102,9 @@ class IntentDecision:
     """The keyword or pattern that fired, when the rules decided."""
     needed_llm: bool = False
     """The classifier was unsure, so the LLM fallback was (or would have been) asked."""
+    alike: tuple[str, ...] = ()
+    """The classifier was unsure between these intents, but all are answered from knowledge, so it kept its best
+    guess without asking the LLM (see `Router.handled_alike`)."""
 
     @property
     def out_of_scope(self) -> bool:
@@ -118,6 +121,8 @@ class IntentDecision:
         }
         if self.rule is not None:
             data["rule"] = self.rule
+        if self.alike:
+            data["alike"] = list(self.alike)
         return data
 
 

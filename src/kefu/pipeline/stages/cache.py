@@ -18,6 +18,7 @@ from kefu.pipeline.stages.cache_policy import (
     AnswerNamespaces,
     answers_alike,
     question_blocker,
+    semantic_intent,
     store_blocker,
     text_blocker,
 )
@@ -117,11 +118,12 @@ class ServeSimilarAnswer:
         cache, knowledge, turn = deps.answer_cache, deps.knowledge, ctx.knowledge
         if cache is None or not cache.settings.semantic or knowledge is None or turn is None:
             return
-        if ctx.done or ctx.route != "knowledge" or ctx.intent is None or question_blocker(ctx) is not None:
+        intent = semantic_intent(ctx)
+        if ctx.done or ctx.route != "knowledge" or intent is None or question_blocker(ctx) is not None:
             return
         assert ctx.session is not None
         version = ctx.trace.get("knowledge", {}).get("version", knowledge.version)
-        scope = self._namespaces(deps, int(version)).scope(ctx.session.tenant_id, ctx.language, ctx.intent)
+        scope = self._namespaces(deps, int(version)).scope(ctx.session.tenant_id, ctx.language, intent)
         vector = await knowledge.embed_query(dense_query(ctx, turn.query))  # understanding embedded it: a cache lookup
         terms = knowledge.tokenizer.terms(turn.query)
 
@@ -168,8 +170,9 @@ class StoreAnswer:
         passages: list[str] = []
         terms: list[str] = []
         turn = ctx.knowledge
-        if ctx.route == "knowledge" and cache.settings.semantic and ctx.intent is not None and turn is not None:
-            scope = ns.scope(ctx.session.tenant_id, ctx.language, ctx.intent)
+        intent = semantic_intent(ctx)
+        if ctx.route == "knowledge" and cache.settings.semantic and intent is not None and turn is not None:
+            scope = ns.scope(ctx.session.tenant_id, ctx.language, intent)
             vector = await knowledge.embed_query(dense_query(ctx, turn.query))
             passages = [p.chunk.id for p in turn.passages]
             terms = knowledge.tokenizer.terms(turn.query)

@@ -32,6 +32,16 @@ _CODE = re.compile(r"\d{6,}")
 are extracted, so this keeps such messages out of the cache whatever their case or spelling."""
 
 
+def semantic_intent(ctx: TurnContext) -> str | None:
+    """The intent a paraphrase must share to be served the same answer: the turn's intent, or, when understanding
+    could not tell some intents apart and kept its best guess (`IntentDecision.alike`), all of them together, so
+    that the guess never mixes with answers to a confidently recognised intent."""
+    decision = ctx.understanding.intent if ctx.understanding is not None else None
+    if decision is not None and decision.alike and ctx.intent == decision.intent:
+        return "|".join(sorted(decision.alike))
+    return ctx.intent
+
+
 def _knowledge_trace(ctx: TurnContext) -> dict[str, Any]:
     trace = ctx.trace.get("knowledge")
     return trace if isinstance(trace, dict) else {}
