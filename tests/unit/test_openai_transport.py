@@ -7,14 +7,18 @@ import asyncio
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
+import httpx
 import pytest
 
+from kefu.api.app import create_app
 from kefu.config import LLMBackendSettings
 from kefu.errors import LLMTimeoutError, LLMUnavailableError
 from kefu.llm.openai import OpenAICompatibleLLM
 from kefu.llm.resilience import RetryPolicy
 from kefu.llm.types import GenerationOptions, Message, StreamDone, TextDelta
+from tests.conftest import make_settings
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 HELLO = [Message("user", "你好")]
@@ -153,3 +157,47 @@ async def test_a_stream_cut_after_its_first_token_is_lost_mid_stream(
     finally:
         await llm.aclose()
     assert received == ["您"]
+
+
+async def test_the_kefu_request_id_goes_to_the_llm_backend_with_each_call(
+    serve: Callable[[Handler], Awaitable[str]], tmp_path: Path
+) -> None:
+    """An operator finds the LLM server's log lines of a slow turn by the id kefu logged (and the other way round)."""
+    seen: list[str | None] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+                await reader.readexactly(length)
+            except asyncio.IncompleteReadError:
+                break
+            found = re.search(rb"(?i)\r\nx-request-id: *([^\r]+)", head)
+            seen.append(found.group(1).decode() if found else None)
+            answer = {"model": "stub", "choices": [{"message": {"role": "assistant", "content": "您好"}}]}
+            writer.write(_http("200 OK", "application/json", json.dumps(answer).encode()))
+            await writer.drain()
+        writer.close()
+
+    base_url = await serve(handler)
+    llm = _backend(base_url)
+    try:
+        await llm.complete(HELLO, GenerationOptions())  # outside any request: no id
+    finally:
+        await llm.aclose()
+
+    settings = make_settings(
+        tmp_path, llm={"backend": "openai", "base_url": base_url, "model": "stub", "max_retries": 0}
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://kefu.test") as client:
+            sent = {"user_id": "u1", "channel": "web", "text": "What is your return policy?"}
+            reply = await client.post("/v1/chat", json=sent, headers={"X-Request-ID": "lb-7f3a.2"})
+            assert reply.status_code == 200 and reply.json()["reply"] == "您好"
+            assert reply.headers["X-Request-ID"] == "lb-7f3a.2"
+            unnamed = await client.post("/v1/chat", json=sent)
+            assert unnamed.status_code == 200
+    assert seen == [None, "lb-7f3a.2", unnamed.headers["X-Request-ID"]]

@@ -29,6 +29,7 @@ from kefu.api.openai_compat import routes as openai_routes
 from kefu.api.security import RateLimitByIP, SecurityHeaders, page_csp, require_role
 from kefu.config import Settings, load_settings
 from kefu.llm.base import LLMBackend
+from kefu.observability.logging import REQUEST_ID_HEADER
 from kefu.services import build_services
 
 if TYPE_CHECKING:
@@ -99,8 +100,8 @@ def create_app(
             CORSMiddleware,
             allow_origins=settings.server.cors_origins,
             allow_methods=["GET", "POST"],
-            allow_headers=["Content-Type", "Authorization", metrics.REQUEST_ID_HEADER],
-            expose_headers=[metrics.REQUEST_ID_HEADER],
+            allow_headers=["Content-Type", "Authorization", REQUEST_ID_HEADER],
+            expose_headers=[REQUEST_ID_HEADER],
         )
     # Outermost: every response, the 413s and 429s above included, carries the request id and is counted.
     app.add_middleware(metrics.RequestTelemetry)

@@ -20,14 +20,13 @@ from kefu.auth.tokens import AuthError
 from kefu.cache.metrics import size_gauges
 from kefu.errors import KefuError, NotFoundError
 from kefu.llm.resilience import CircuitBreaker, CircuitState
-from kefu.observability.logging import bind_request, unbind_request
+from kefu.observability.logging import REQUEST_ID_HEADER, bind_request, unbind_request
 from kefu.observability.metrics import KefuMetrics, circuit_gauges, queue_gauges
 from kefu.services import Services
 from kefu.store.models import utcnow
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["observability"])
-REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 """An incoming X-Request-ID is kept only when it is this plain (it ends up in every log line of the request)."""
 

@@ -13,6 +13,7 @@ import numpy as np
 from kefu.config import EmbeddingSettings
 from kefu.embeddings.base import Vectors
 from kefu.errors import ConfigError, EmbeddingError
+from kefu.observability.logging import with_request_id
 
 _RETRYABLE = {408, 429, 500, 502, 503, 504}
 
@@ -85,7 +86,7 @@ class OpenAICompatibleEmbedder:
         body = {"model": self._settings.model, "input": inputs, "encoding_format": "float"}
         for attempt in range(self._max_retries + 1):
             try:
-                response = self._client.post(self._url, json=body, headers=self._headers)
+                response = self._client.post(self._url, json=body, headers=with_request_id(self._headers))
             except httpx.TimeoutException:
                 error = EmbeddingError(f"embedding endpoint {self.endpoint} did not answer in time")
             except httpx.HTTPError as exc:

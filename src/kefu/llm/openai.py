@@ -44,6 +44,7 @@ from kefu.llm.types import (
     ToolSpec,
     Usage,
 )
+from kefu.observability.logging import with_request_id
 
 _SNIPPET_CHARS = 200
 ErrorFactory = Callable[[str], LLMResponseError]
@@ -193,7 +194,9 @@ class OpenAICompatibleLLM:
 
     async def _post_json(self, path: str, body: Mapping[str, Any]) -> Any:
         try:
-            response = await self._client.post(self._url(path), json=body, headers=self._headers, timeout=self._timeout)
+            response = await self._client.post(
+                self._url(path), json=body, headers=with_request_id(self._headers), timeout=self._timeout
+            )
         except httpx.HTTPError as exc:
             raise self._transport_error(exc) from exc
         return self._json_or_raise(response)
@@ -208,7 +211,7 @@ class OpenAICompatibleLLM:
 
     async def _stream_once(self, body: Mapping[str, Any]) -> AsyncGenerator[StreamEvent, None]:
         acc = _StreamAccumulator(model=self._settings.model)
-        headers = {**self._headers, "Accept": "text/event-stream"}
+        headers = {**with_request_id(self._headers), "Accept": "text/event-stream"}
         try:
             async with self._client.stream(
                 "POST", self._url("chat/completions"), json=body, headers=headers, timeout=self._timeout

@@ -18,6 +18,8 @@ from typing import Any
 
 from kefu.config import Settings
 
+REQUEST_ID_HEADER = "X-Request-ID"
+"""Carries a request's id in and out of kefu's HTTP API, and on to the LLM backend's requests made for it."""
 REQUEST_ID: ContextVar[str | None] = ContextVar("kefu_request_id", default=None)
 SESSION_ID: ContextVar[str | None] = ContextVar("kefu_session_id", default=None)
 _HIDDEN = "[message hidden: it may quote customer text; KEFU_LOG_CUSTOMER_TEXT=true shows it]"
@@ -39,6 +41,13 @@ class Private:
 
 def private(value: object) -> Private:
     return Private(value)
+
+
+def with_request_id(headers: dict[str, str]) -> dict[str, str]:
+    """`headers` for a call to a model server, plus the id of the kefu request the call serves when there is one:
+    the server's (or gateway's) log lines of the call can then be found from kefu's, and the other way round."""
+    request_id = REQUEST_ID.get()
+    return {**headers, REQUEST_ID_HEADER: request_id} if request_id else headers
 
 
 def bind_request(request_id: str) -> tuple[Token[str | None], Token[str | None]]:
