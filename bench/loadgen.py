@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -41,10 +41,13 @@ class HTTPConnection:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         return self._reader, self._writer
 
-    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+    async def request(
+        self, method: str, path: str, body: bytes = b"", headers: Mapping[str, str] | None = None
+    ) -> tuple[int, bytes]:
         reader, writer = await self._connect()
+        extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         head = (
-            f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{extra}"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode()
         writer.write(head + body)
@@ -107,6 +110,8 @@ class LoadResult:
     errors: int
     wall_s: float
     error_samples: list[str] = field(default_factory=list)
+    by_id: dict[str, float] = field(default_factory=dict)
+    """Latency (seconds) of each successful request sent with an `X-Request-ID` (`run_load(request_id=...)`)."""
 
     @property
     def ok(self) -> int:
@@ -151,15 +156,18 @@ async def run_load(
     concurrency: int,
     max_seconds: float,
     check: Check,
+    request_id: Callable[[int], str] | None = None,
 ) -> LoadResult:
     """Send up to `requests` POSTs from `concurrency` callers, each waiting for its reply before the next.
 
-    Stops early, after the requests already in flight, once `max_seconds` have passed.
+    Stops early, after the requests already in flight, once `max_seconds` have passed. `request_id`: the
+    `X-Request-ID` to send with each request (by request number); their latencies are kept by id too.
     """
     url = urlsplit(base_url)
     host, port = url.hostname or "127.0.0.1", url.port or 80
     latencies: list[float] = []
     errors: list[str] = []
+    by_id: dict[str, float] = {}
     next_index = 0
     started = time.perf_counter()
     deadline = started + max_seconds
@@ -172,9 +180,11 @@ async def run_load(
                 index = next_index
                 next_index += 1
                 path, body = make_request(index)
+                ident = request_id(index) if request_id is not None else None
+                headers = {"X-Request-ID": ident} if ident is not None else None
                 sent = time.perf_counter()
                 try:
-                    status, payload = await conn.request("POST", path, body)
+                    status, payload = await conn.request("POST", path, body, headers)
                 except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
                     errors.append(f"{type(exc).__name__}: {exc}")
                     continue
@@ -182,6 +192,8 @@ async def run_load(
                 problem = check(index, status, payload)
                 if problem is None:
                     latencies.append(elapsed)
+                    if ident is not None:
+                        by_id[ident] = elapsed
                 else:
                     errors.append(problem)
         finally:
@@ -196,6 +208,7 @@ async def run_load(
         errors=len(errors),
         wall_s=wall,
         error_samples=sorted(set(errors))[:5],
+        by_id=by_id,
     )
 
 

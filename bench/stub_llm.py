@@ -3,7 +3,9 @@
 `python -m bench.stub_llm --port 8181 --latency-ms 20` serves, on 127.0.0.1 only:
 - `GET /v1/models`
 - `POST /v1/chat/completions`, plain or streamed (`"stream": true`, SSE chunks then `[DONE]`): it waits
-  the fixed latency, then answers a fixed short reply with token usage.
+  the fixed latency, then answers a fixed short reply with token usage;
+- `GET /bench/calls`: how many completions it served per `X-Request-ID` (kefu forwards the id of the chat
+  request a call serves), so a benchmark knows how many model calls each of kefu's turns made.
 It is a bare ASGI app (no framework) under uvicorn with uvloop and httptools, so that the baseline it
 gives costs as little CPU as a Python server can.
 """
@@ -14,6 +16,7 @@ import argparse
 import asyncio
 import json
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -42,6 +45,8 @@ class StubLLM:
         self.latency_s = latency_s
         self.model = model
         self.requests = 0
+        self.calls: Counter[str] = Counter()
+        """Completions served per X-Request-ID."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -55,6 +60,8 @@ class StubLLM:
         if method == "GET" and path in ("/v1/models", "/healthz"):
             models = {"object": "list", "data": [{"id": self.model, "object": "model", "owned_by": "bench"}]}
             await self._json(send, 200, models)
+        elif method == "GET" and path == "/bench/calls":
+            await self._json(send, 200, {"calls": dict(self.calls)})
         elif method == "POST" and path == "/v1/chat/completions":
             await self._chat(scope, receive, send)
         else:
@@ -73,6 +80,9 @@ class StubLLM:
             await self._json(send, 400, {"error": {"message": "body is not JSON", "type": "invalid_request_error"}})
             return
         self.requests += 1
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                self.calls[value.decode("latin-1")] += 1
         created = int(time.time())
         ident = f"chatcmpl-stub-{self.requests}"
         model = str(body.get("model") or self.model)

@@ -30,7 +30,7 @@ def test_overhead_section_measures_stub_and_kefu_in_separate_processes(tmp_path:
     variants = result.data["variants"]
     assert len(variants) == 1 and len(result.targets) == 3
     label = next(iter(variants.values()))["label"]
-    assert result.targets[0].name == f"kefu adds at p50, concurrency 1 ({label})"
+    assert result.targets[0].name == f"kefu adds over its model calls at p50, concurrency 1 ({label})"
     assert result.targets[2].name == f"turns/s at concurrency 4, best of 2 runs ({label})"
     for measured in variants.values():
         c1, c4 = measured["c1"], measured["c4"]
@@ -38,9 +38,12 @@ def test_overhead_section_measures_stub_and_kefu_in_separate_processes(tmp_path:
             assert c1[side]["requests_ok"] == 4 and c1[side]["errors"] == 0, c1[side]["error_samples"]
             assert c4[side]["requests_ok"] == 8 and c4[side]["errors"] == 0, c4[side]["error_samples"]
             assert len(c4[side]["throughput_per_run"]) == 2
-        assert set(c1["added_ms"]) == {"p50", "p90", "p99"}
+        assert set(c1["quantile_gap_ms"]) == set(c1["added_over_model_calls_ms"]) == {"p50", "p90", "p99"}
+        by_calls = c1["turns_by_model_calls"]
+        assert sum(row["turns"] for row in by_calls) == 4, "every turn's model calls were counted by the stub"
+        assert any(row["calls"] >= 1 for row in by_calls), "the stub saw kefu's X-Request-ID on its calls"
         assert {"intake", "generate"} <= set(measured["stages_c1"])
-    assert f"**{label} adds**" in result.markdown
+    assert f"**{label}** | all | 4 | 100%" in result.markdown
     assert "| target | measured | limit | result |" in result.markdown
 
 
