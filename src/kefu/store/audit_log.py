@@ -15,8 +15,9 @@ _BATCH = 200
 class AuditLog:
     """Buffers model input/output events and writes each batch in one transaction (one chain lock, not one per turn)."""
 
-    def __init__(self, store: ConversationStore) -> None:
+    def __init__(self, store: ConversationStore, delay_s: float = 0.1) -> None:
         self._store = store
+        self.delay_s = delay_s
         self._queue: asyncio.Queue[AuditEntry] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
@@ -28,6 +29,9 @@ class AuditLog:
     async def _drain(self) -> None:
         while True:
             batch = [await self._queue.get()]
+            # Let the turn that queued the event store its reply and answer first: at low load the store's one
+            # writer would otherwise take the audit batch just before that turn's reply.
+            await asyncio.sleep(self.delay_s)
             while len(batch) < _BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
