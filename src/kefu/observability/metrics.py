@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
@@ -28,6 +29,7 @@ STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2
 FIRST_TOKEN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 QUEUE_WAIT_BUCKETS = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+_Labelled = Counter | Gauge | Histogram
 HTTP_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 
 
@@ -222,16 +224,25 @@ class KefuMetrics:
         self._model = BoundedLabel(limit=16)
         self._http_route = BoundedLabel(limit=256, max_chars=128)
         self._backend = BoundedLabel(limit=16)
+        self._children: dict[tuple[_Labelled, tuple[str, ...]], Any] = {}
+
+    def _child(self, metric: _Labelled, *labels: str) -> Any:
+        """`metric.labels(*labels)`, kept: a turn records some twenty series, and the labels are bounded."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def record_turn(self, turn: TurnRecord) -> None:
         route = self._route(turn.route)
-        self.turns.labels(self._channel(turn.channel), route).inc()
-        self.turn_seconds.labels(route).observe(turn.seconds)
+        self._child(self.turns, self._channel(turn.channel), route).inc()
+        self._child(self.turn_seconds, route).observe(turn.seconds)
         for stage, seconds in turn.stages.items():
-            self.stage_seconds.labels(self._stage(stage)).observe(seconds)
+            self._child(self.stage_seconds, self._stage(stage)).observe(seconds)
         if turn.first_text_s is not None:
-            self.first_token_seconds.labels(route).observe(turn.first_text_s)
-        self.intents.labels(self._intent(turn.intent)).inc()
+            self._child(self.first_token_seconds, route).observe(turn.first_text_s)
+        self._child(self.intents, self._intent(turn.intent)).inc()
         if turn.handoff_reason is not None:
             self.handoffs.labels(self._reason(turn.handoff_reason)).inc()
         if turn.error is not None:
@@ -248,8 +259,8 @@ class KefuMetrics:
     def http_request(self, method: str, route: str | None, status: int, seconds: float) -> None:
         method = method if method in HTTP_METHODS else OTHER
         label = self._http_route(route) if route else "unmatched"
-        self.http_requests.labels(method, label, str(status)).inc()
-        self.http_seconds.labels(method, label).observe(seconds)
+        self._child(self.http_requests, method, label, str(status)).inc()
+        self._child(self.http_seconds, method, label).observe(seconds)
 
     def llm_slots(self, backend: str, *, limit: int, in_flight: int, waiting: int) -> None:
         """A backend's concurrency limiter changed (see `kefu.llm.limiter.LimiterObserver`)."""
