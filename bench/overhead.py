@@ -3,8 +3,9 @@
 Three processes, so that none shares another's event loop or GIL: the stub LLM (`bench.stub_llm`),
 kefu served the way `kefu serve` serves it (uvicorn, SQLite in a temp data dir, log level WARNING),
 and this process as the load generator. The same load generator calls the stub directly (the
-baseline) and kefu's `POST /v1/chat` (which calls the stub once per turn); kefu's overhead is the
-difference, measured in the same run.
+baseline) and kefu's `POST /v1/chat`, in the same run. A turn calls the stub once, not at all (a flow
+answers it) or twice (the intent fallback, then the answer): the stub counts each turn's calls by the
+`X-Request-ID` kefu forwards, and kefu's overhead on a turn is its latency minus the stub's for each call.
 """
 
 from __future__ import annotations
