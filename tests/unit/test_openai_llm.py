@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
+import aiohttp
 import httpx
 import pytest
+from httpx_aiohttp import AiohttpTransport
 
+import kefu
 from kefu.config import LLMBackendSettings
 from kefu.errors import (
     CircuitOpenError,
@@ -60,7 +63,7 @@ def recorder() -> Recorder:
 
 @pytest.fixture
 async def make_llm(recorder: Recorder) -> AsyncIterator[Callable[..., OpenAICompatibleLLM]]:
-    clients: list[httpx.AsyncClient] = []
+    transports: list[httpx.MockTransport] = []
 
     def build(
         *responses: httpx.Response | Exception | Handler,
@@ -79,8 +82,8 @@ async def make_llm(recorder: Recorder) -> AsyncIterator[Callable[..., OpenAIComp
                 return outcome
             return await outcome(request)
 
-        client = httpx.AsyncClient(transport=httpx.MockTransport(handle))
-        clients.append(client)
+        transport = httpx.MockTransport(handle)
+        transports.append(transport)
         config = LLMBackendSettings(
             backend="openai",
             base_url=BASE_URL,
@@ -90,11 +93,11 @@ async def make_llm(recorder: Recorder) -> AsyncIterator[Callable[..., OpenAIComp
             temperature=0.2,
             **settings,
         )
-        return OpenAICompatibleLLM(config, client, retry_policy=retry_policy, sleep=recorder.sleep)
+        return OpenAICompatibleLLM(config, transport, retry_policy=retry_policy, sleep=recorder.sleep)
 
     yield build
-    for client in clients:
-        await client.aclose()
+    for transport in transports:
+        await transport.aclose()
 
 
 def chat_response(content: str | None = "您好，有什么可以帮您？", **extra: Any) -> httpx.Response:
@@ -171,6 +174,15 @@ async def test_request_body_maps_messages_tools_and_options(
     assert request.method == "POST"
     assert str(request.url) == f"{BASE_URL}/chat/completions"
     assert request.headers["authorization"] == f"Bearer {API_KEY}"
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["user-agent"] == f"kefu/{kefu.__version__}", "the model server's log names the caller"
+    defaults = LLMBackendSettings(backend="openai", base_url=BASE_URL)
+    assert request.extensions["timeout"] == {
+        "connect": defaults.connect_timeout_s,
+        "read": defaults.timeout_s,
+        "write": defaults.timeout_s,
+        "pool": defaults.timeout_s,
+    }
     body = recorder.bodies()[0]
     assert body == {
         "model": "qwen3-8b",
@@ -216,7 +228,7 @@ async def test_settings_fill_in_unset_options_and_no_key_means_no_auth_header(
 ) -> None:
     llm = make_llm(chat_response())
     llm_without_key = OpenAICompatibleLLM(
-        LLMBackendSettings(backend="openai", base_url=BASE_URL + "/"), llm._client, sleep=recorder.sleep
+        LLMBackendSettings(backend="openai", base_url=BASE_URL + "/"), llm._transport, sleep=recorder.sleep
     )
 
     await llm.complete(HELLO, GenerationOptions(max_tokens=5))
@@ -589,7 +601,7 @@ async def test_userinfo_in_base_url_is_not_shown(make_llm: Callable[..., OpenAIC
     llm = make_llm(httpx.ConnectError("refused"), retry_policy=RetryPolicy(max_retries=0))
     other = OpenAICompatibleLLM(
         LLMBackendSettings(backend="openai", base_url="https://bob:hunter2@llm.example.com/v1"),
-        llm._client,
+        llm._transport,
         retry_policy=RetryPolicy(max_retries=0),
     )
 
@@ -662,17 +674,20 @@ async def test_check_raises_when_the_endpoint_is_down(make_llm: Callable[..., Op
         await llm.check()
 
 
-async def test_aclose_closes_only_a_client_it_created(make_llm: Callable[..., OpenAICompatibleLLM]) -> None:
+async def test_aclose_closes_only_a_connection_pool_it_created(
+    make_llm: Callable[..., OpenAICompatibleLLM], recorder: Recorder
+) -> None:
     injected = make_llm(chat_response())
     owned = OpenAICompatibleLLM.from_settings(
-        LLMBackendSettings(backend="openai", base_url=BASE_URL, api_key=API_KEY, timeout_s=12, connect_timeout_s=2)
+        LLMBackendSettings(backend="openai", base_url="http://127.0.0.1:9/v1", timeout_s=12, connect_timeout_s=2)
     )
+    with pytest.raises(LLMUnavailableError):
+        await owned.complete(HELLO, DEFAULTS)  # nothing listens on port 9: the pool exists now
 
     await injected.aclose()
     await owned.aclose()
 
-    assert not injected._client.is_closed
-    assert owned._client.is_closed
-    assert owned._client.timeout == httpx.Timeout(12, connect=2)
-    assert owned._client.headers["authorization"] == f"Bearer {API_KEY}"
-    assert str(owned._client.base_url) == BASE_URL + "/"
+    await injected.complete(HELLO, DEFAULTS)
+    assert len(recorder.requests) == 1, "an injected transport stays usable"
+    pool = cast(AiohttpTransport, owned._transport).client
+    assert isinstance(pool, aiohttp.ClientSession) and pool.closed

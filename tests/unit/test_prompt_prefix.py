@@ -25,7 +25,7 @@ TURNS = {
 def wire(call: RecordedCall) -> str:
     """The request body an OpenAI-compatible server (vLLM, llama.cpp) receives for this call, as sent."""
     settings = LLMBackendSettings(backend="openai", base_url="http://127.0.0.1:9/v1", model="m", cache_prompt=True)
-    llm = OpenAICompatibleLLM(settings, httpx.AsyncClient())
+    llm = OpenAICompatibleLLM(settings, httpx.AsyncHTTPTransport())
     body = llm._request_body(call.messages, GenerationOptions(), stream=True)
     return json.dumps(body, ensure_ascii=False)
 

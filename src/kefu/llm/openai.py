@@ -16,6 +16,7 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 from httpx_sse import EventSource, SSEError
 
+import kefu
 from kefu.config import LLMBackendSettings
 from kefu.errors import (
     ConfigError,
@@ -47,6 +48,7 @@ from kefu.llm.types import (
 from kefu.observability.logging import with_request_id
 
 _SNIPPET_CHARS = 200
+_USER_AGENT = f"kefu/{kefu.__version__}"
 ErrorFactory = Callable[[str], LLMResponseError]
 
 
@@ -60,28 +62,30 @@ class OpenAICompatibleLLM:
     def __init__(
         self,
         settings: LLMBackendSettings,
-        client: httpx.AsyncClient,
+        transport: httpx.AsyncBaseTransport,
         *,
         retry_policy: RetryPolicy | None = None,
         breaker: CircuitBreaker | None = None,
         sleep: Sleep = asyncio.sleep,
-        owns_client: bool = False,
+        owns_transport: bool = False,
     ) -> None:
         if not settings.base_url:
             raise ConfigError(
                 "the openai LLM backend needs base_url: set KEFU_LLM__BASE_URL (e.g. http://127.0.0.1:8080/v1)"
             )
         self._settings = settings
-        self._client = client
-        self._owns_client = owns_client
+        # Requests go straight to the transport: httpx's client layers (cookie jar, auth and redirect handling,
+        # URL and header merging) cost a third of a millisecond per call and do nothing for an API endpoint.
+        self._transport = transport
+        self._owns_transport = owns_transport
         self._base_url = settings.base_url.rstrip("/")
+        self._urls: dict[str, httpx.URL] = {}
         url = httpx.URL(self._base_url)
         # Operators need to see which endpoint failed; userinfo and query may hold secrets, so they are left out.
         self.endpoint = f"{url.scheme}://{url.netloc.decode('ascii')}{url.path}"
         self._secret = settings.api_key.get_secret_value() if settings.api_key else None
-        # Passed on every request so an injected client with other defaults still honours the settings.
-        self._headers = _auth_headers(settings)
-        self._timeout = _timeout(settings)
+        self._headers = {"User-Agent": _USER_AGENT, **_auth_headers(settings)}
+        self._extensions = {"timeout": _timeout(settings).as_dict()}
         self._retry = retry_policy or RetryPolicy(max_retries=settings.max_retries)
         self._breaker = breaker or CircuitBreaker(
             self.name,
@@ -92,14 +96,8 @@ class OpenAICompatibleLLM:
 
     @classmethod
     def from_settings(cls, settings: LLMBackendSettings, **kwargs: Any) -> OpenAICompatibleLLM:
-        """Build the backend with its own client (closed by `aclose()`); the app calls this once at start-up."""
-        client = httpx.AsyncClient(
-            base_url=settings.base_url or "",
-            headers=_auth_headers(settings),
-            timeout=_timeout(settings),
-            transport=_aiohttp_transport(settings.base_url or ""),
-        )
-        return cls(settings, client, owns_client=True, **kwargs)
+        """Build the backend with its own connection pool (closed by `aclose()`); the app calls this once."""
+        return cls(settings, _aiohttp_transport(settings.base_url or ""), owns_transport=True, **kwargs)
 
     @property
     def name(self) -> str:
@@ -140,7 +138,7 @@ class OpenAICompatibleLLM:
     async def check(self) -> str:
         started = time.perf_counter()
         try:
-            response = await self._client.get(self._url("models"), headers=self._headers, timeout=self._timeout)
+            response = await self._send("GET", "models", None, self._headers)
         except httpx.HTTPError as exc:
             raise self._transport_error(exc) from exc
         if response.status_code in (404, 405):
@@ -160,11 +158,15 @@ class OpenAICompatibleLLM:
         )
 
     async def aclose(self) -> None:
-        if self._owns_client:
-            await self._client.aclose()
+        if self._owns_transport:
+            await self._transport.aclose()
 
-    def _url(self, path: str) -> str:
-        return f"{self._base_url}/{path}"
+    def _url(self, path: str) -> httpx.URL:
+        """The endpoint's URL for `path`, parsed once (parsing it costs a tenth of a millisecond per request)."""
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = httpx.URL(f"{self._base_url}/{path}")
+        return url
 
     def _request_body(self, messages: Sequence[Message], options: GenerationOptions, *, stream: bool) -> dict[str, Any]:
         settings = self._settings
@@ -192,11 +194,26 @@ class OpenAICompatibleLLM:
             body["stream_options"] = {"include_usage": True}
         return body
 
+    async def _send(
+        self, method: str, path: str, body: Mapping[str, Any] | None, headers: dict[str, str], *, stream: bool = False
+    ) -> httpx.Response:
+        """One request; the response is read and closed unless `stream` (then the caller closes it)."""
+        content = None
+        if body is not None:
+            content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+            headers = {**headers, "Content-Type": "application/json"}
+        request = httpx.Request(method, self._url(path), headers=headers, content=content, extensions=self._extensions)
+        response = await self._transport.handle_async_request(request)
+        if not stream:
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+        return response
+
     async def _post_json(self, path: str, body: Mapping[str, Any]) -> Any:
         try:
-            response = await self._client.post(
-                self._url(path), json=body, headers=with_request_id(self._headers), timeout=self._timeout
-            )
+            response = await self._send("POST", path, body, with_request_id(self._headers))
         except httpx.HTTPError as exc:
             raise self._transport_error(exc) from exc
         return self._json_or_raise(response)
@@ -213,9 +230,8 @@ class OpenAICompatibleLLM:
         acc = _StreamAccumulator(model=self._settings.model)
         headers = {**with_request_id(self._headers), "Accept": "text/event-stream"}
         try:
-            async with self._client.stream(
-                "POST", self._url("chat/completions"), json=body, headers=headers, timeout=self._timeout
-            ) as response:
+            response = await self._send("POST", "chat/completions", body, headers, stream=True)
+            try:
                 if response.is_error:
                     await response.aread()
                     raise self._status_error(response)
@@ -228,6 +244,8 @@ class OpenAICompatibleLLM:
                     text = acc.feed(self._decode_chunk(sse.data))
                     if text:
                         yield TextDelta(text)
+            finally:
+                await response.aclose()
         except SSEError as exc:
             raise self._endpoint_error(f"did not answer with an event stream: {exc}") from exc
         except httpx.HTTPError as exc:
