@@ -11,6 +11,8 @@ import pytest
 from sqlalchemy import text, update
 
 from kefu.api.app import create_app
+from kefu.dialogue.state import DialogueStates, FlowRun
+from kefu.errors import ConflictError
 from kefu.llm.testing import ScriptedLLM
 from kefu.llm.types import Completion, Usage
 from kefu.services import Services
@@ -91,6 +93,29 @@ async def test_audit_chain_detects_tampering_in_postgres(postgres_url: str) -> N
             await conn.execute(text("UPDATE audit_events SET actor = 'mallory' WHERE id = 3"))
         ok, checked, problem = await store.verify_audit_chain()
         assert not ok and checked == 5 and "audit event 3" in problem
+    finally:
+        await engine.dispose()
+
+
+async def test_two_first_saves_of_a_sessions_dialogue_state_conflict_in_postgres(postgres_url: str) -> None:
+    """Two turns of a new session both start with no state; the second to save is told to resend."""
+    engine = create_engine(postgres_url)
+    try:
+        await migrate(engine)
+        store = ConversationStore(engine)
+        states = DialogueStates(store)
+        session = await store.open_session(session_id=None, user_id="u-race", channel="web")
+        first, second = await states.load(session.id, new_session=True), await states.load(session.id)
+        first.unresolved_streak = 1
+        await states.save(session.id, "default", first)
+        second.active = FlowRun(flow="order_status", run_id="r1", step="ask_order", slots={})
+        with pytest.raises(ConflictError):
+            await states.save(session.id, "default", second)
+        saved = await states.load(session.id)
+        assert (saved.unresolved_streak, saved.active, saved.version) == (1, None, 1)
+        saved.unresolved_streak = 2
+        await states.save(session.id, "default", saved)  # the session goes on after the refused save
+        assert (await states.load(session.id)).version == 2
     finally:
         await engine.dispose()
 

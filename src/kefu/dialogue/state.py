@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from kefu.errors import ConflictError
 from kefu.store import ConversationStore
@@ -129,14 +130,11 @@ class DialogueStates:
         def transaction(conn: Connection) -> int:
             now: datetime = utcnow()
             if expected == 0:
-                exists = conn.execute(select(_STATES.c.version).where(_STATES.c.session_id == session_id)).first()
-                if exists is None:
-                    conn.execute(
-                        insert(_STATES).values(
-                            session_id=session_id, tenant_id=tenant_id, data=data, version=1, updated_at=now
-                        )
-                    )
-                    return 1
+                # The first state of the session; a row that is there already was saved by another turn since
+                # this one loaded none (the primary key refuses the second): a conflict, as below.
+                values = {"session_id": session_id, "tenant_id": tenant_id, "data": data, "version": 1}
+                conn.execute(insert(_STATES).values(**values, updated_at=now))
+                return 1
             result = conn.execute(
                 update(_STATES)
                 .where(_STATES.c.session_id == session_id, _STATES.c.version == expected)
@@ -144,7 +142,11 @@ class DialogueStates:
             )
             return 1 if result.rowcount == 1 else 0
 
-        if not await self.store.transaction(transaction, write=True):
+        try:
+            saved = await self.store.transaction(transaction, write=True)
+        except IntegrityError:
+            saved = 0
+        if not saved:
             raise ConflictError("this conversation was updated by another message at the same time; please resend")
         state.version = expected + 1
         state.saved = data
