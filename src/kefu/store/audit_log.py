@@ -29,9 +29,11 @@ class AuditLog:
     async def _drain(self) -> None:
         while True:
             batch = [await self._queue.get()]
-            # Let the turn that queued the event store its reply and answer first: at low load the store's one
-            # writer would otherwise take the audit batch just before that turn's reply.
-            await asyncio.sleep(self.delay_s)
+            if self._queue.qsize() < _BATCH - 1:
+                # Let the turn that queued the event store its reply and answer first: at low load the store's
+                # one writer would otherwise take the audit batch just before that turn's reply. (A full batch
+                # waiting is written at once, so the queue cannot outgrow the writes.)
+                await asyncio.sleep(self.delay_s)
             while len(batch) < _BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
