@@ -8,7 +8,7 @@ import types
 from pathlib import Path
 
 import pytest
-from bench import overhead, run
+from bench import ab, overhead, run
 from bench.harness import BenchOptions, SectionResult, Target
 
 # One kefu variant, the one that starts fastest (no embedding model to load): this is a smoke test.
@@ -95,3 +95,14 @@ def test_report_lists_sections_in_order_keeps_earlier_ones_and_shows_failures(
 def test_unknown_section_names_the_known_ones() -> None:
     with pytest.raises(SystemExit, match="known: overhead, embedded_model"):
         run.main(["--only", "overheed"])
+
+
+def test_interleaved_ab_reports_both_sides_by_number_of_model_calls() -> None:
+    src = Path(__file__).resolve().parents[2] / "src"
+    no_model = {"KEFU_UNDERSTANDING__ENABLED": "false", "KEFU_GUARDS__EMBEDDING_CLASSIFIER": "false"}
+    report = ab.compare(src, src, rounds=4, env=no_model, warmup=2)
+    lines = report.splitlines()
+    assert lines[0].startswith("stub LLM, direct: p50") and "(4 requests)" in lines[0]
+    assert [line.split(" ", 1)[0] for line in lines[1:]] == ["A", "B"]
+    # Without understanding every turn goes to the knowledge stage and the model: one call each, on both sides.
+    assert all("1 call(s): 4 turns" in line for line in lines[1:]), report

@@ -1,0 +1,159 @@
+"""Interleaved A/B of kefu's added latency at concurrency 1, for changes too small for `bench.run` to show.
+
+Two runs of the overhead section, one after the other, differ by about ±0.4 ms at p50 on a shared machine. Here
+both kefu servers run at the same time on one stub LLM, and each round sends the same question to A and to B
+(in turn order A-B, then B-A) and one request to the stub: drift in the machine's load hits both sides alike.
+
+    git worktree add /tmp/kefu-base HEAD~1
+    python -m bench.ab /tmp/kefu-base/src src --rounds 600
+
+Each turn's added time is its latency minus the stub's p50 for each model call it made (the stub counts them by
+the `X-Request-ID` kefu forwards), as in the overhead section; the output splits turns by number of calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import overhead
+from bench.harness import DEMO_SHOP, ServerProcess, free_port, percentile, server_process
+from bench.loadgen import HTTPConnection, run_event_loop
+
+WARMUP_ROUNDS = 150
+
+
+@dataclass(slots=True)
+class Side:
+    """One kefu under test: its source tree, server and the latency of each measured turn by request id."""
+
+    label: str
+    src: Path
+    server: ServerProcess
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+    def added(self, calls: dict[str, int], stub_ms: float) -> dict[int, list[float]]:
+        """Added time of each turn (ms), by the number of model calls it made; key -1: every turn."""
+        out: dict[int, list[float]] = {-1: []}
+        for ident, latency in self.latency_ms.items():
+            n = calls.get(ident, 0)
+            value = latency - n * stub_ms
+            out[-1].append(value)
+            out.setdefault(n, []).append(value)
+        return {n: sorted(values) for n, values in out.items()}
+
+
+def _start(stack: ExitStack, label: str, src: Path, stub: ServerProcess, work: Path, env: dict[str, str]) -> Side:
+    port = free_port()
+    kefu_env = overhead._kefu_env(work / label, stub.base_url, port, DEMO_SHOP, src)
+    kefu_env.update(overhead._load_test_settings(overhead._settings_fields(kefu_env)))
+    kefu_env["KEFU_SERVER__WORKERS"] = "1"
+    kefu_env.update(env)
+    server = stack.enter_context(
+        server_process(
+            ["-m", "kefu", "serve"],
+            port=port,
+            ready_path="/readyz",
+            log_path=work / f"{label}.log",
+            env=kefu_env,
+            startup_timeout_s=300,
+        )
+    )
+    return Side(label, src, server)
+
+
+async def _measure(
+    sides: Sequence[Side], stub: ServerProcess, rounds: int, warmup: int
+) -> tuple[dict[str, int], list[float]]:
+    conns = [HTTPConnection("127.0.0.1", side.server.port) for side in sides]
+    stub_conn = HTTPConnection("127.0.0.1", stub.port)
+    stub_load = overhead.StubWorkload(overhead._system_prompts(DEMO_SHOP), seed=1)
+    stub_ms: list[float] = []
+    try:
+        for phase, count, record in (("warmup", warmup, False), ("c1", rounds, True)):
+            # The same seed on both sides: round i asks A and B the same question.
+            loads = [overhead.ChatWorkload(phase, seed=3) for _ in sides]
+            for index in range(count):
+                order = range(len(sides)) if index % 2 == 0 else reversed(range(len(sides)))
+                for j in order:
+                    path, body = loads[j].request(index)
+                    ident = loads[j].request_id(index)
+                    sent = time.perf_counter()
+                    status, payload = await conns[j].request("POST", path, body, {"X-Request-ID": ident})
+                    elapsed = (time.perf_counter() - sent) * 1000
+                    problem = loads[j].check(index, status, payload)
+                    if problem is not None:
+                        raise RuntimeError(f"{sides[j].label}: {problem}")
+                    if record:
+                        sides[j].latency_ms[ident] = elapsed
+                path, body = stub_load.request(index)
+                sent = time.perf_counter()
+                await stub_conn.request("POST", path, body)
+                if record:
+                    stub_ms.append((time.perf_counter() - sent) * 1000)
+        status, payload = await stub_conn.request("GET", "/bench/calls")
+        if status != 200:
+            raise RuntimeError(f"stub GET /bench/calls: HTTP {status}")
+        calls: dict[str, int] = json.loads(payload)["calls"]
+        return calls, sorted(stub_ms)
+    finally:
+        for conn in (*conns, stub_conn):
+            await conn.close()
+
+
+def compare(
+    src_a: Path, src_b: Path, *, rounds: int, env: dict[str, str] | None = None, warmup: int = WARMUP_ROUNDS
+) -> str:
+    """Run the interleaved A/B and return the report (plain text)."""
+    with tempfile.TemporaryDirectory(prefix="kefu-ab-") as tmp, ExitStack() as stack:
+        work = Path(tmp)
+        stub_port = free_port()
+        stub = stack.enter_context(
+            server_process(
+                ["-m", "bench.stub_llm", "--port", str(stub_port), "--latency-ms", "20"],
+                port=stub_port,
+                ready_path="/v1/models",
+                log_path=work / "stub.log",
+            )
+        )
+        sides = [_start(stack, label, src, stub, work, env or {}) for label, src in (("A", src_a), ("B", src_b))]
+        calls, stub_ms = run_event_loop(lambda: _measure(sides, stub, rounds, warmup))
+    if not any(ident in calls for side in sides for ident in side.latency_ms):
+        raise RuntimeError("the stub saw no X-Request-ID: these kefu trees do not forward it (before 76bb444)")
+    stub_p50 = percentile(stub_ms, 50)
+    lines = [f"stub LLM, direct: p50 {stub_p50:.2f} ms, p99 {percentile(stub_ms, 99):.2f} ms ({len(stub_ms)} requests)"]
+    for side in sides:
+        groups = side.added(calls, stub_p50)
+        every = groups.pop(-1)
+        parts = [
+            f"{n} call(s): {len(v)} turns, p50 {percentile(v, 50):.2f}, p90 {percentile(v, 90):.2f}"
+            for n, v in sorted(groups.items())
+        ]
+        lines.append(
+            f"{side.label} ({side.src}): adds p50 {percentile(every, 50):.2f} ms, p90 {percentile(every, 90):.2f}, "
+            f"p99 {percentile(every, 99):.2f} | " + "; ".join(parts)
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("src_a", type=Path, help="kefu source tree A (its src/ directory)")
+    parser.add_argument("src_b", type=Path, help="kefu source tree B (its src/ directory)")
+    parser.add_argument("--rounds", type=int, default=600, help="measured rounds (default 600)")
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE", help="a KEFU_* setting for both servers"
+    )
+    args = parser.parse_args(argv)
+    env = dict(item.split("=", 1) for item in args.env)
+    print(compare(args.src_a.resolve(), args.src_b.resolve(), rounds=args.rounds, env=env))
+
+
+if __name__ == "__main__":
+    main()
