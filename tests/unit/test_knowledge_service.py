@@ -110,6 +110,36 @@ async def test_every_worker_serves_the_new_version_on_its_next_turn(
     await reader.aclose()
 
 
+async def test_a_version_read_with_the_turns_message_is_followed_without_another_read(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """The intake reads the shared version in its own transaction; the knowledge stage then follows that one."""
+    writer = await open_service(engine, tmp_path / "data-a")
+    reader = await open_service(engine, tmp_path / "data-b")
+    before = reader.version
+    await writer.sync_directory(write_kb(tmp_path / "kb"))
+    async with engine.connect() as conn:
+        shared = await conn.run_sync(KnowledgeRepository.read_version)
+    assert shared == writer.version > before
+
+    reads = 0
+    read_version = reader.repository.current_version
+
+    async def counted() -> int:
+        nonlocal reads
+        reads += 1
+        return await read_version()
+
+    reader.repository.current_version = counted  # type: ignore[method-assign]
+    assert not await reader.refresh(version=before), "a version read before the change: nothing new to load"
+    assert not reader.has_documents
+    assert await reader.refresh(version=shared) and reader.has_documents and reader.version == shared
+    assert not await reader.refresh(version=shared)
+    assert reads == 0, "the version came with the turn: no read of its own"
+    await writer.aclose()
+    await reader.aclose()
+
+
 async def test_documents_are_removed_by_id_or_source_and_ambiguity_is_refused(
     engine: AsyncEngine, tmp_path: Path
 ) -> None:

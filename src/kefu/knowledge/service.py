@@ -273,9 +273,15 @@ class KnowledgeService:
     def index(self) -> KnowledgeIndex | None:
         return self._index
 
-    async def refresh(self, *, force: bool = False) -> bool:
-        """Follow the shared version: one single-row read; a reload only when it moved. True if reloaded."""
-        version = await self.repository.current_version()
+    async def refresh(self, *, force: bool = False, version: int | None = None) -> bool:
+        """Follow the shared version: one single-row read; a reload only when it moved. True if reloaded.
+
+        `version`: the shared version as the caller just read it (`KnowledgeRepository.read_version`), instead of
+        reading it here; one older than the loaded knowledge changes nothing."""
+        if version is not None and version <= self._loaded.version and not force:
+            return False
+        if version is None:
+            version = await self.repository.current_version()
         if version == self._loaded.version and not force:
             return False
         async with self._reload_lock:

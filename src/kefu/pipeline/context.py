@@ -121,6 +121,8 @@ class TurnContext:
     """The session's flow state, loaded by the flow stage (or already by the answer cache's lookup)."""
     knowledge_followed: bool = False
     """The knowledge base has been brought to the shared version once this turn (`follow_knowledge`)."""
+    knowledge_version: int | None = None
+    """The shared knowledge version, as the intake read it with the customer's message."""
     pii: PiiVault | None = None
     """The session's PII placeholders, loaded by the input guard when the message carried personal data.
     From the input guard on, `input.text` is the redacted text."""

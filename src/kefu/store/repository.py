@@ -199,6 +199,8 @@ class TurnStart:
     """False when the message is a resend of a client_message_id already stored (it was not stored again)."""
     new_session: bool
     """The session was created by this message, so it has no earlier messages."""
+    also: object = None
+    """What `start_turn(also=...)` read in the same transaction."""
 
 
 _AnyRow = Row[*tuple[Any, ...]]
@@ -348,20 +350,23 @@ class ConversationStore:
         tenant_id: str = "default",
         client_message_id: str | None = None,
         metadata: dict[str, Any] | None = None,
+        also: Callable[[Connection], object] | None = None,
     ) -> TurnStart:
         """Open (or create) the customer's session and store their message, in one transaction.
 
         The same as `open_session` then `add_customer_message`, in one round of the database instead of two.
+        `also`: a read of the same database the turn needs anyway (the knowledge version), done in this round.
         """
 
         def transaction(conn: Connection) -> TurnStart:
             session, new_session = _open_session(conn, session_id, user_id, channel, tenant_id)
+            extra = also(conn) if also is not None else None
             if client_message_id is not None and not new_session:
                 existing = _find_by_client_id(conn, session.id, client_message_id)
                 if existing is not None:
-                    return TurnStart(session, existing, created=False, new_session=False)
+                    return TurnStart(session, existing, created=False, new_session=False, also=extra)
             message = _insert_message(conn, session, text_, client_message_id, metadata, touch_session=not new_session)
-            return TurnStart(session, message, created=True, new_session=new_session)
+            return TurnStart(session, message, created=True, new_session=new_session, also=extra)
 
         for attempt in range(1, _MAX_TURN_ATTEMPTS + 1):
             try:

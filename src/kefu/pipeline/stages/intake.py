@@ -14,6 +14,7 @@ class StoreCustomerMessage:
 
     async def __call__(self, ctx: TurnContext, deps: TurnDeps) -> None:
         inp = ctx.input
+        knowledge = deps.knowledge
         start = await deps.store.start_turn(
             session_id=inp.session_id,
             user_id=inp.user_id,
@@ -22,8 +23,12 @@ class StoreCustomerMessage:
             tenant_id=inp.tenant_id,
             client_message_id=inp.client_message_id,
             metadata=inp.metadata,
+            # The knowledge stage needs the shared knowledge version: read with the message, not in a round of its own.
+            also=knowledge.repository.read_version if knowledge is not None else None,
         )
         ctx.session, ctx.customer_message, ctx.new_session = start.session, start.message, start.new_session
+        if isinstance(start.also, int):
+            ctx.knowledge_version = start.also
         ctx.language = detect_language(inp.text)
         if not start.created:
             ctx.stored_reply = await deps.store.reply_to(ctx.customer_message.id)

@@ -57,10 +57,11 @@ def dense_query(ctx: TurnContext, query: str) -> str:
 
 
 async def follow_knowledge(ctx: TurnContext, knowledge: KnowledgeService) -> None:
-    """Bring the knowledge base to the shared version (a one-row read), once per turn: the answer cache and the
-    knowledge stage both need it, and a turn answers from one version."""
+    """Bring the knowledge base to the shared version, once per turn: the answer cache and the knowledge stage both
+    need it, and a turn answers from one version. The intake read that version with the customer's message; a
+    turn without it (a pipeline that skips the intake) reads it here."""
     if not ctx.knowledge_followed:
-        await knowledge.refresh()
+        await knowledge.refresh(version=ctx.knowledge_version)
         ctx.knowledge_followed = True
 
 
