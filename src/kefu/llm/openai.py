@@ -75,7 +75,7 @@ class OpenAICompatibleLLM:
             )
         self._settings = settings
         # Requests go straight to the transport: httpx's client layers (cookie jar, auth and redirect handling,
-        # URL and header merging) cost a third of a millisecond per call and do nothing for an API endpoint.
+        # URL and header merging) cost about a quarter of a millisecond per call and do nothing for an API endpoint.
         self._transport = transport
         self._owns_transport = owns_transport
         self._base_url = settings.base_url.rstrip("/")
