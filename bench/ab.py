@@ -14,7 +14,6 @@ the `X-Request-ID` kefu forwards), as in the overhead section; the output splits
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from collections.abc import Sequence
@@ -31,40 +30,18 @@ WARMUP_ROUNDS = 150
 
 @dataclass(slots=True)
 class Side:
-    """One kefu under test: its source tree, server and the latency of each measured turn by request id."""
+    """One kefu under test: its source tree, server and the latency (seconds) of each measured turn by request id."""
 
     label: str
     src: Path
     server: ServerProcess
-    latency_ms: dict[str, float] = field(default_factory=dict)
-
-    def added(self, calls: dict[str, int], stub_ms: float) -> dict[int, list[float]]:
-        """Added time of each turn (ms), by the number of model calls it made; key -1: every turn."""
-        out: dict[int, list[float]] = {-1: []}
-        for ident, latency in self.latency_ms.items():
-            n = calls.get(ident, 0)
-            value = latency - n * stub_ms
-            out[-1].append(value)
-            out.setdefault(n, []).append(value)
-        return {n: sorted(values) for n, values in out.items()}
+    latency_s: dict[str, float] = field(default_factory=dict)
 
 
 def _start(stack: ExitStack, label: str, src: Path, stub: ServerProcess, work: Path, env: dict[str, str]) -> Side:
-    port = free_port()
-    kefu_env = overhead._kefu_env(work / label, stub.base_url, port, DEMO_SHOP, src)
-    kefu_env.update(overhead._load_test_settings(overhead._settings_fields(kefu_env)))
-    kefu_env["KEFU_SERVER__WORKERS"] = "1"
-    kefu_env.update(env)
-    server = stack.enter_context(
-        server_process(
-            ["-m", "kefu", "serve"],
-            port=port,
-            ready_path="/readyz",
-            log_path=work / f"{label}.log",
-            env=kefu_env,
-            startup_timeout_s=300,
-        )
-    )
+    fields = overhead._settings_fields(overhead._kefu_env(work, stub.base_url, 0, DEMO_SHOP, src))
+    server_env = {"KEFU_SERVER__WORKERS": "1", **env}
+    server = stack.enter_context(overhead.serve_kefu(work / label, stub, DEMO_SHOP, src, fields, server_env))
     return Side(label, src, server)
 
 
@@ -86,22 +63,18 @@ async def _measure(
                     ident = loads[j].request_id(index)
                     sent = time.perf_counter()
                     status, payload = await conns[j].request("POST", path, body, {"X-Request-ID": ident})
-                    elapsed = (time.perf_counter() - sent) * 1000
+                    elapsed = time.perf_counter() - sent
                     problem = loads[j].check(index, status, payload)
                     if problem is not None:
                         raise RuntimeError(f"{sides[j].label}: {problem}")
                     if record:
-                        sides[j].latency_ms[ident] = elapsed
+                        sides[j].latency_s[ident] = elapsed
                 path, body = stub_load.request(index)
                 sent = time.perf_counter()
                 await stub_conn.request("POST", path, body)
                 if record:
                     stub_ms.append((time.perf_counter() - sent) * 1000)
-        status, payload = await stub_conn.request("GET", "/bench/calls")
-        if status != 200:
-            raise RuntimeError(f"stub GET /bench/calls: HTTP {status}")
-        calls: dict[str, int] = json.loads(payload)["calls"]
-        return calls, sorted(stub_ms)
+        return await overhead._stub_calls(stub), sorted(stub_ms)
     finally:
         for conn in (*conns, stub_conn):
             await conn.close()
@@ -124,20 +97,19 @@ def compare(
         )
         sides = [_start(stack, label, src, stub, work, env or {}) for label, src in (("A", src_a), ("B", src_b))]
         calls, stub_ms = run_event_loop(lambda: _measure(sides, stub, rounds, warmup))
-    if not any(ident in calls for side in sides for ident in side.latency_ms):
-        raise RuntimeError("the stub saw no X-Request-ID: these kefu trees do not forward it (before 76bb444)")
     stub_p50 = percentile(stub_ms, 50)
     lines = [f"stub LLM, direct: p50 {stub_p50:.2f} ms, p99 {percentile(stub_ms, 99):.2f} ms ({len(stub_ms)} requests)"]
     for side in sides:
-        groups = side.added(calls, stub_p50)
-        every = groups.pop(-1)
+        per_turn = overhead.PerTurn.attribute(side.latency_s, calls, stub_p50)
+        if per_turn is None:
+            raise RuntimeError(f"the stub saw no X-Request-ID of {side.src}: it does not forward it (before 76bb444)")
         parts = [
-            f"{n} call(s): {len(v)} turns, p50 {percentile(v, 50):.2f}, p90 {percentile(v, 90):.2f}"
-            for n, v in sorted(groups.items())
+            f"{n} call(s): {turns} turns, adds p50 {a50:.2f}, p99 {a99:.2f}"
+            for n, turns, _p50, _p99, a50, a99 in per_turn.rows()
         ]
         lines.append(
-            f"{side.label} ({side.src}): adds p50 {percentile(every, 50):.2f} ms, p90 {percentile(every, 90):.2f}, "
-            f"p99 {percentile(every, 99):.2f} | " + "; ".join(parts)
+            f"{side.label} ({side.src}): adds p50 {per_turn.ms(50):.2f} ms, p90 {per_turn.ms(90):.2f}, "
+            f"p99 {per_turn.ms(99):.2f} | " + "; ".join(parts)
         )
     return "\n".join(lines)
 

@@ -17,6 +17,8 @@ import sqlite3
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -332,6 +334,34 @@ def _kefu_env(
     return env
 
 
+@contextmanager
+def serve_kefu(
+    data_dir: Path,
+    stub: ServerProcess,
+    shop_dir: Path | None,
+    kefu_src: Path | None,
+    fields: set[str],
+    env: Mapping[str, str],
+) -> Iterator[ServerProcess]:
+    """kefu served as `kefu serve` serves it, on the stub, with its data in `data_dir` and its log beside it.
+
+    `fields`: the top-level settings of that kefu (`_settings_fields`); `env`: settings of this configuration.
+    """
+    port = free_port()
+    kefu_env = _kefu_env(data_dir, stub.base_url, port, shop_dir, kefu_src)
+    kefu_env.update(_load_test_settings(fields))
+    kefu_env.update(env)
+    with server_process(
+        ["-m", "kefu", "serve"],
+        port=port,
+        ready_path="/readyz",
+        log_path=data_dir.with_name(f"{data_dir.name}.log"),
+        env=kefu_env,
+        startup_timeout_s=300,  # loads models and indexes the shop's knowledge on a cold data dir
+    ) as kefu:
+        yield kefu
+
+
 def _settings_fields(env: dict[str, str]) -> set[str]:
     """Top-level settings of the kefu that will be served (which may be another source tree than this one)."""
     listing = subprocess.run(
@@ -493,15 +523,7 @@ class VariantResult:
     def per_turn(self) -> PerTurn | None:
         """What each concurrency-1 turn added over its own model calls; None when this kefu does not forward the
         request id to the model (an older source tree), so its calls cannot be attributed to turns."""
-        turns = self.c1.pooled.by_id
-        if not turns or not any(ident in self.llm_calls for ident in turns):
-            return None
-        stub_ms = self.c1_stub.ms(50)
-        out = PerTurn(stub_ms)
-        for ident, latency_s in turns.items():
-            calls = self.llm_calls.get(ident, 0)
-            out.add(calls, latency_s * 1000, latency_s * 1000 - calls * stub_ms)
-        return out
+        return PerTurn.attribute(self.c1.pooled.by_id, self.llm_calls, self.c1_stub.ms(50))
 
 
 @dataclass(slots=True)
@@ -512,6 +534,18 @@ class PerTurn:
     added_ms: list[float] = field(default_factory=list)
     by_calls: dict[int, tuple[list[float], list[float]]] = field(default_factory=dict)
     """Number of model calls → (latencies, added), ms."""
+
+    @classmethod
+    def attribute(cls, turns: Mapping[str, float], calls: Mapping[str, int], stub_ms: float) -> PerTurn | None:
+        """`turns`: latency (seconds) by request id; `calls`: the stub's model calls by request id. None when no
+        turn's id reached the stub (a kefu that does not forward X-Request-ID), so calls cannot be attributed."""
+        if not turns or not any(ident in calls for ident in turns):
+            return None
+        out = cls(stub_ms)
+        for ident, latency_s in turns.items():
+            n = calls.get(ident, 0)
+            out.add(n, latency_s * 1000, latency_s * 1000 - n * stub_ms)
+        return out
 
     def add(self, calls: int, latency_ms: float, added_ms: float) -> None:
         self.added_ms.append(added_ms)
@@ -526,14 +560,9 @@ class PerTurn:
         """(calls, turns, latency p50, p99, added p50, p99) per number of calls."""
         out = []
         for calls, (latencies, added) in sorted(self.by_calls.items()):
-            latencies, added = sorted(latencies), sorted(added)
+            lat, add = sorted(latencies), sorted(added)
             out.append(
-                (
-                    calls,
-                    len(added),
-                    *(percentile(latencies, q) for q in (50, 99)),
-                    *(percentile(added, q) for q in (50, 99)),
-                )
+                (calls, len(add), percentile(lat, 50), percentile(lat, 99), percentile(add, 50), percentile(add, 99))
             )
         return out
 
@@ -554,19 +583,9 @@ def run(options: BenchOptions, plan: OverheadPlan | None = None) -> SectionResul
             variants = [v for v in variants if v.key in plan.only_variants] or variants[:1]
         for variant in variants:
             progress(f"overhead: starting {variant.label}")
-            data_dir, kefu_port = options.work_dir / f"kefu-{variant.key}", free_port()
-            env = _kefu_env(data_dir, stub.base_url, kefu_port, shop_dir, options.kefu_src)
-            env.update(_load_test_settings(fields))
-            env["KEFU_SERVER__WORKERS"] = str(plan.workers)
-            env.update(variant.env)
-            with server_process(
-                ["-m", "kefu", "serve"],
-                port=kefu_port,
-                ready_path="/readyz",
-                log_path=options.work_dir / f"kefu-{variant.key}.log",
-                env=env,
-                startup_timeout_s=300,  # loads models and indexes the shop's knowledge on a cold data dir
-            ) as kefu:
+            data_dir = options.work_dir / f"kefu-{variant.key}"
+            env = {"KEFU_SERVER__WORKERS": str(plan.workers), **variant.env}
+            with serve_kefu(data_dir, stub, shop_dir, options.kefu_src, fields, env) as kefu:
                 measured = run_event_loop(lambda: _run_phases(stub, kefu, plan, shop_dir))
             results.append(
                 VariantResult(
