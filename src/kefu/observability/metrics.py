@@ -244,17 +244,17 @@ class KefuMetrics:
             self._child(self.first_token_seconds, route).observe(turn.first_text_s)
         self._child(self.intents, self._intent(turn.intent)).inc()
         if turn.handoff_reason is not None:
-            self.handoffs.labels(self._reason(turn.handoff_reason)).inc()
+            self._child(self.handoffs, self._reason(turn.handoff_reason)).inc()
         if turn.error is not None:
-            self.errors.labels(self._kind(turn.error)).inc()
+            self._child(self.errors, self._kind(turn.error)).inc()
         for use in turn.tokens:
             model = self._model(use.model)
             if use.input:
-                self.tokens.labels(model, "input").inc(use.input)
+                self._child(self.tokens, model, "input").inc(use.input)
             if use.output:
-                self.tokens.labels(model, "output").inc(use.output)
+                self._child(self.tokens, model, "output").inc(use.output)
         for outcome in turn.guards:
-            self.guard_verdicts.labels(outcome.guard, outcome.verdict, self._kind(outcome.kind)).inc()
+            self._child(self.guard_verdicts, outcome.guard, outcome.verdict, self._kind(outcome.kind)).inc()
 
     def http_request(self, method: str, route: str | None, status: int, seconds: float) -> None:
         method = method if method in HTTP_METHODS else OTHER
