@@ -1,14 +1,17 @@
 """Backend actions as an operator configures them in actions.yaml and as a flow sees their outcomes.
 
-HTTP goes through `httpx.MockTransport` (what the shop's API would answer); Python actions are functions of this
+HTTP goes through `httpx.MockTransport` (what the shop's API would answer), and over real loopback sockets for
+the transport the app builds; Python actions are functions of this
 module, named in the file as `tests.unit.test_connectors:<function>`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -366,6 +369,160 @@ async def test_path_parameters_are_url_quoted(load: Callable[..., Actions]) -> N
     await load(backend).call("get_order", {"order_id": "LM 1/../admin?x=1#y"})
 
     assert backend.requests[0].url.raw_path == b"/orders/LM%201%2F..%2Fadmin%3Fx%3D1%23y"
+
+
+# ---- over real sockets, through the transport the app builds (aiohttp) --------------------------------------
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@pytest.fixture
+async def serve(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
+    """Start a raw HTTP server on loopback and point KEFU_TEST_SHOP_URL at it (under /api)."""
+    servers: list[asyncio.Server] = []
+    handlers: set[asyncio.Task[None]] = set()
+
+    async def start(handler: Handler) -> str:
+        async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            handlers.add(task)
+            try:
+                await handler(reader, writer)
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(tracked, "127.0.0.1", 0)
+        servers.append(server)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/api"
+        monkeypatch.setenv("KEFU_TEST_SHOP_URL", url)
+        return url
+
+    yield start
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+    for task in handlers:
+        task.cancel()
+    await asyncio.gather(*handlers, return_exceptions=True)
+
+
+@pytest.fixture
+async def real(tmp_path: Path) -> AsyncIterator[Callable[[str], Actions]]:
+    """Load actions.yaml as the app does: no test transport, so HTTP goes over aiohttp to a real socket."""
+    opened: list[Actions] = []
+
+    def _load(text: str = SHOP_ACTIONS) -> Actions:
+        actions = load_actions(write_file(tmp_path, text))
+        connector = actions.connectors["shop"]
+        assert isinstance(connector, HttpConnector)
+        connector.backoff_s = 0.0
+        opened.append(actions)
+        return actions
+
+    yield _load
+    for actions in opened:
+        await actions.aclose()
+
+
+async def _request(reader: asyncio.StreamReader) -> tuple[str, dict[str, str], bytes]:
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:] if line)}
+    body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return head[0], headers, body
+
+
+def _json_response(status: str, payload: object, extra: str = "") -> bytes:
+    body = json.dumps(payload).encode()
+    head = f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n{extra}\r\n"
+    return head.encode() + body
+
+
+async def test_a_read_and_a_write_reach_a_real_server(
+    serve: Callable[[Handler], Awaitable[str]], real: Callable[[str], Actions]
+) -> None:
+    seen: list[tuple[str, dict[str, str], bytes]] = []
+
+    async def shop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while not reader.at_eof():
+            try:
+                request = await _request(reader)
+            except asyncio.IncompleteReadError:
+                break
+            seen.append(request)
+            if request[0].startswith("POST"):
+                writer.write(
+                    _json_response("201 Created", {"id": "AS1", "status": "pending"}, "Idempotent-Replayed: true\r\n")
+                )
+            else:
+                writer.write(_json_response("200 OK", ORDER))
+            await writer.drain()
+
+    await serve(shop)
+    actions = real(SHOP_ACTIONS)
+
+    read = await actions.call("search_products", {"q": "降噪 耳机"})
+    write = await actions.call(
+        "create_return", {"order_id": "LM26110625", "reason_code": "no_reason"}, idempotency_key="kefu-abc"
+    )
+
+    assert read.ok and read.data == ORDER and read.status == 200
+    assert write.ok and write.data == {"id": "AS1", "status": "pending"} and write.replayed
+    (get_line, get_headers, get_body), (post_line, post_headers, post_body) = seen
+    assert get_line == "GET /api/products?q=%E9%99%8D%E5%99%AA+%E8%80%B3%E6%9C%BA HTTP/1.1"
+    assert get_headers["authorization"] == "Bearer demo-token"
+    assert get_headers["user-agent"].startswith("kefu/")
+    assert "idempotency-key" not in get_headers and get_body == b""
+    assert post_line == "POST /api/orders/LM26110625/returns HTTP/1.1"
+    assert post_headers["idempotency-key"] == "kefu-abc"
+    assert post_headers["content-type"] == "application/json"
+    assert json.loads(post_body) == {"reason_code": "no_reason"}
+
+
+async def test_nothing_listening_is_backend_unavailable_not_a_timeout(
+    monkeypatch: pytest.MonkeyPatch, real: Callable[[str], Actions]
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("KEFU_TEST_SHOP_URL", f"http://127.0.0.1:{port}")
+
+    result = await real(SHOP_ACTIONS).call("get_order", {"order_id": "LM26110625"})
+
+    assert result.error_code == "backend_unavailable"
+    assert "ConnectError" in result.message
+    assert result.attempts == 3
+
+
+async def test_a_silent_server_times_out(
+    serve: Callable[[Handler], Awaitable[str]], real: Callable[[str], Actions]
+) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        await asyncio.sleep(5)
+
+    await serve(silent)
+    text = SHOP_ACTIONS.replace("timeout_s: 1", "timeout_s: 0.2").replace("retries: 2", "retries: 0")
+
+    result = await real(text).call("get_order", {"order_id": "LM26110625"})
+
+    assert result.error_code == "timeout"
+    assert result.message == "shop did not answer in time"
+
+
+async def test_a_dropped_connection_is_backend_unavailable(
+    serve: Callable[[Handler], Awaitable[str]], real: Callable[[str], Actions]
+) -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+
+    await serve(hang_up)
+    text = SHOP_ACTIONS.replace("retries: 2", "retries: 0")
+
+    result = await real(text).call("get_order", {"order_id": "LM26110625"})
+
+    assert result.error_code == "backend_unavailable"
+    assert result.message.startswith("shop unreachable")
 
 
 # ---- OpenAPI operations --------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from kefu.connectors.base import ActionResult, ActionSpec
+from kefu.http_client import USER_AGENT, aiohttp_transport, json_body, send, what_failed
 
 log = logging.getLogger(__name__)
 _RETRY_STATUS = {429, 502, 503, 504}
@@ -61,9 +62,11 @@ class HttpConnector:
         self.operations = operations
         self.retries = retries
         self.backoff_s = backoff_s
-        self._client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"), headers=headers or {}, timeout=timeout_s, transport=transport
-        )
+        self._base_url = base_url.rstrip("/")
+        # Requests go straight to the transport, aiohttp's unless a test passes one (`kefu.http_client` says why).
+        self._transport = transport or aiohttp_transport(self._base_url)
+        self._headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **(headers or {})}
+        self._extensions = {"timeout": httpx.Timeout(timeout_s).as_dict()}
         registry: Registry[Any] = Registry()
         if openapi is not None:
             registry = registry.with_resource(
@@ -76,14 +79,14 @@ class HttpConnector:
         }
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._transport.aclose()
 
     async def call(self, spec: ActionSpec, args: dict[str, Any], *, idempotency_key: str | None) -> ActionResult:
         op = self.operations[spec.name]
         path = op.path.format(**{p: quote(str(args[p]), safe="") for p in op.path_params})
         query = {k: args[k] for k in op.query if args.get(k) is not None}
         body = {k: v for k, v in args.items() if k not in op.path_params and k not in op.query}
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        headers = {**self._headers, "Idempotency-Key": idempotency_key} if idempotency_key else self._headers
         send_body = op.method in ("POST", "PUT", "PATCH")
         # Only reads are retried: a write that timed out may have happened, and the customer must not pay twice.
         tries = 1 + (self.retries if not spec.writes else 0)
@@ -106,13 +109,19 @@ class HttpConnector:
         headers: dict[str, str],
         attempt: int,
     ) -> ActionResult:
+        content = None
+        if body is not None:
+            content = json_body(body)
+            headers = {**headers, "Content-Type": "application/json"}
         try:
-            response = await self._client.request(op.method, path, params=query, json=body, headers=headers)
-        except httpx.TimeoutException:
-            return ActionResult(
-                ok=False, error_code="timeout", message=f"{self.name} did not answer in time", attempts=attempt
-            )
+            url = httpx.URL(self._base_url + path, params=query or None)
+            request = httpx.Request(op.method, url, headers=headers, content=content, extensions=self._extensions)
+            response = await send(self._transport, request)
         except httpx.HTTPError as exc:
+            exc = what_failed(exc)
+            if isinstance(exc, httpx.TimeoutException):
+                message = f"{self.name} did not answer in time"
+                return ActionResult(ok=False, error_code="timeout", message=message, attempts=attempt)
             message = f"{self.name} unreachable ({type(exc).__name__})"
             return ActionResult(ok=False, error_code="backend_unavailable", message=message, attempts=attempt)
         try:

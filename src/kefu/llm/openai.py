@@ -9,14 +9,10 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Se
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.request import getproxies, proxy_bypass
 
-import aiohttp
 import httpx
-from httpx_aiohttp import AiohttpTransport
 from httpx_sse import EventSource, SSEError
 
-import kefu
 from kefu.config import LLMBackendSettings
 from kefu.errors import (
     ConfigError,
@@ -26,6 +22,7 @@ from kefu.errors import (
     LLMTimeoutError,
     LLMUnavailableError,
 )
+from kefu.http_client import USER_AGENT, aiohttp_transport, json_body, send, what_failed
 from kefu.llm.resilience import (
     CircuitBreaker,
     RetryPolicy,
@@ -48,7 +45,6 @@ from kefu.llm.types import (
 from kefu.observability.logging import with_request_id
 
 _SNIPPET_CHARS = 200
-_USER_AGENT = f"kefu/{kefu.__version__}"
 ErrorFactory = Callable[[str], LLMResponseError]
 
 
@@ -74,8 +70,7 @@ class OpenAICompatibleLLM:
                 "the openai LLM backend needs base_url: set KEFU_LLM__BASE_URL (e.g. http://127.0.0.1:8080/v1)"
             )
         self._settings = settings
-        # Requests go straight to the transport: httpx's client layers (cookie jar, auth and redirect handling,
-        # URL and header merging) cost about a quarter of a millisecond per call and do nothing for an API endpoint.
+        # Requests go straight to the transport (`kefu.http_client` says why).
         self._transport = transport
         self._owns_transport = owns_transport
         self._base_url = settings.base_url.rstrip("/")
@@ -84,7 +79,7 @@ class OpenAICompatibleLLM:
         # Operators need to see which endpoint failed; userinfo and query may hold secrets, so they are left out.
         self.endpoint = f"{url.scheme}://{url.netloc.decode('ascii')}{url.path}"
         self._secret = settings.api_key.get_secret_value() if settings.api_key else None
-        self._headers = {"User-Agent": _USER_AGENT, **_auth_headers(settings)}
+        self._headers = {"User-Agent": USER_AGENT, **_auth_headers(settings)}
         self._extensions = {"timeout": _timeout(settings).as_dict()}
         self._retry = retry_policy or RetryPolicy(max_retries=settings.max_retries)
         self._breaker = breaker or CircuitBreaker(
@@ -97,7 +92,7 @@ class OpenAICompatibleLLM:
     @classmethod
     def from_settings(cls, settings: LLMBackendSettings, **kwargs: Any) -> OpenAICompatibleLLM:
         """Build the backend with its own connection pool (closed by `aclose()`); the app calls this once."""
-        return cls(settings, _aiohttp_transport(settings.base_url or ""), owns_transport=True, **kwargs)
+        return cls(settings, aiohttp_transport(settings.base_url or ""), owns_transport=True, **kwargs)
 
     @property
     def name(self) -> str:
@@ -200,16 +195,12 @@ class OpenAICompatibleLLM:
         """One request; the response is read and closed unless `stream` (then the caller closes it)."""
         content = None
         if body is not None:
-            content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+            content = json_body(body)
             headers = {**headers, "Content-Type": "application/json"}
         request = httpx.Request(method, self._url(path), headers=headers, content=content, extensions=self._extensions)
-        response = await self._transport.handle_async_request(request)
-        if not stream:
-            try:
-                await response.aread()
-            finally:
-                await response.aclose()
-        return response
+        if stream:
+            return await self._transport.handle_async_request(request)
+        return await send(self._transport, request)
 
     async def _post_json(self, path: str, body: Mapping[str, Any]) -> Any:
         try:
@@ -301,10 +292,7 @@ class OpenAICompatibleLLM:
 
     def _transport_error(self, exc: httpx.HTTPError, *, mid_stream: bool = False) -> LLMError:
         detail = self._redact(str(exc) or type(exc).__name__)
-        cause = exc.__cause__
-        if isinstance(cause, aiohttp.ClientError):
-            # The aiohttp transport maps every lost connection to ConnectTimeout: its cause tells what happened.
-            exc = _httpx_error(cause)
+        exc = what_failed(exc)
         if isinstance(exc, httpx.ConnectTimeout):
             return LLMTimeoutError(
                 f"LLM endpoint {self.endpoint} did not accept a connection within "
@@ -332,43 +320,6 @@ class OpenAICompatibleLLM:
 
 def _auth_headers(settings: LLMBackendSettings) -> dict[str, str]:
     return {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"} if settings.api_key else {}
-
-
-def _aiohttp_transport(base_url: str) -> AiohttpTransport:
-    """httpx's interface over aiohttp's connection pool and C HTTP parser.
-
-    httpx's own pool costs about 2 ms of CPU per request here, most of it checking every pooled connection on
-    each request; through aiohttp the same call costs 0.7 ms at 64 requests in flight (`docs/benchmarks.md`).
-    The pool has no connection limit of its own: the backend's `max_concurrency` queue bounds what is in flight.
-    A proxy from the environment (HTTPS_PROXY / HTTP_PROXY, NO_PROXY), as httpx would use, is looked up once
-    here: aiohttp's `trust_env` would look it up, and read ~/.netrc in a thread, on every request.
-    """
-    return AiohttpTransport(
-        proxy=_env_proxy(base_url),
-        client=lambda: aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), trust_env=False),
-    )
-
-
-def _env_proxy(base_url: str) -> httpx.Proxy | None:
-    url = httpx.URL(base_url)
-    if not url.host or proxy_bypass(url.host):
-        return None
-    proxy = getproxies().get(url.scheme)
-    return httpx.Proxy(proxy) if proxy else None
-
-
-def _httpx_error(cause: aiohttp.ClientError) -> httpx.HTTPError:
-    """The httpx error class that matches an aiohttp failure."""
-    message = str(cause) or type(cause).__name__
-    if isinstance(cause, aiohttp.ConnectionTimeoutError):
-        return httpx.ConnectTimeout(message)
-    if isinstance(cause, aiohttp.ServerTimeoutError):
-        return httpx.ReadTimeout(message)
-    if isinstance(cause, aiohttp.ClientConnectorError):
-        return httpx.ConnectError(message)
-    if isinstance(cause, aiohttp.ClientPayloadError):
-        return httpx.ReadError(message)
-    return httpx.RemoteProtocolError(message)
 
 
 def _timeout(settings: LLMBackendSettings) -> httpx.Timeout:
