@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import OperationalError
 
 from kefu.errors import NotFoundError
 from kefu.store import ConversationStore
@@ -163,3 +168,40 @@ async def test_a_sessions_history_is_read_through_its_own_index(store: Conversat
         plan = " | ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}"))
     assert "ix_messages_session_created" in plan, plan
     assert "TEMP B-TREE" not in plan, plan
+
+
+def _channel(session_id: str) -> Callable[[Connection], Any]:
+    return lambda conn: conn.execute(text("SELECT channel FROM sessions WHERE id = :id"), {"id": session_id}).scalar()
+
+
+async def test_reads_run_beside_a_write_in_progress_and_see_only_what_was_committed(store: ConversationStore) -> None:
+    session = await store.open_session(session_id=None, user_id="u", channel="web")
+    await store.add_customer_message(session, "first")
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_write(conn: Connection) -> None:
+        conn.execute(text("UPDATE sessions SET channel = 'api' WHERE id = :id"), {"id": session.id})
+        entered.set()
+        release.wait(10)
+
+    writing = asyncio.create_task(store.transaction(slow_write, write=True))
+    try:
+        assert await asyncio.to_thread(entered.wait, 10)
+        # answered while the write is still open (a read queued behind it would time out here)
+        history = await asyncio.wait_for(store.list_messages(session.id), 5)
+        before = await asyncio.wait_for(store.transaction(_channel(session.id), write=False), 5)
+    finally:
+        release.set()
+        await writing
+    assert [m.text for m in history] == ["first"]
+    assert before == "web"
+    assert await store.transaction(_channel(session.id), write=False) == "api"
+
+
+async def test_a_transaction_sent_as_a_read_cannot_write(store: ConversationStore) -> None:
+    session = await store.open_session(session_id=None, user_id="u", channel="web")
+
+    with pytest.raises(OperationalError, match="readonly"):
+        await store.transaction(lambda conn: conn.execute(text("DELETE FROM sessions")), write=False)
+
+    assert await store.transaction(_channel(session.id), write=False) == "web"

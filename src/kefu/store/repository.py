@@ -27,7 +27,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from kefu.errors import NotFoundError, StoreUnavailableError
 from kefu.safety.crypto import TextCipher, is_encrypted
@@ -302,17 +302,15 @@ class ConversationStore:
         async with self._write_lock:
             yield
 
-    @asynccontextmanager
-    async def _write_transaction(self) -> AsyncIterator[AsyncConnection]:
-        async with self._writing(), self.engine.begin() as conn:
-            yield conn
-
     async def _run(self, fn: Callable[[Connection], T], *, write: bool) -> T:
         """Run `fn` (blocking Core statements on one connection) as one transaction.
 
-        On a SQLite file the whole transaction is one round trip to the store's SQLite thread; elsewhere
-        it runs through the async driver (`AsyncConnection.run_sync`). Writers hold the write lock.
+        On a SQLite file the whole transaction is one round trip to the store's SQLite threads (its writing thread
+        queues the writers); elsewhere it runs through the async driver (`AsyncConnection.run_sync`), writers
+        holding the write lock on an in-memory SQLite.
         """
+        if self._sqlite is not None:
+            return await self._sqlite.run(fn, write=write)
         if write:
             async with self._writing():
                 return await self._run_now(fn)
@@ -328,8 +326,6 @@ class ConversationStore:
         await self._run(lambda conn: conn.execute(statement), write=True)
 
     async def _run_now(self, fn: Callable[[Connection], T]) -> T:
-        if self._sqlite is not None:
-            return await self._sqlite.run(fn)
         async with self.engine.begin() as conn:
             return await conn.run_sync(fn)
 
@@ -639,34 +635,49 @@ class ConversationStore:
             return list((await db.scalars(query.order_by(AuditEvent.id.desc()).limit(limit))).all())
 
     async def session_meta(self, session_id: str) -> dict[str, Any]:
-        async with self.engine.connect() as conn:
-            value = await conn.scalar(select(_SESSIONS.c.metadata).where(_SESSIONS.c.id == session_id))
+        query = select(_SESSIONS.c.metadata).where(_SESSIONS.c.id == session_id)
+        value = await self._run(lambda conn: conn.scalar(query), write=False)
         return dict(value or {})
 
     async def update_session_meta(self, session_id: str, key: str, value: Any) -> None:
-        """Set one key of a session's metadata (read-modify-write under the store's write lock)."""
-        async with self._write_transaction() as conn:
-            current = await conn.scalar(select(_SESSIONS.c.metadata).where(_SESSIONS.c.id == session_id))
-            meta = {**dict(current or {}), key: value}
-            await conn.execute(update(_SESSIONS).where(_SESSIONS.c.id == session_id).values(metadata=meta))
+        """Set one key of a session's metadata (read-modify-write in one write transaction)."""
 
-    async def redact_message(self, message_id: str, *, text_: str, redacted_text: str) -> None:
-        """Replace a stored customer message by its redacted form (and the encrypted original, if kept)."""
-        async with self._write_transaction() as conn:
-            await conn.execute(
-                update(_MESSAGES).where(_MESSAGES.c.id == message_id).values(text=text_, redacted_text=redacted_text)
-            )
+        def transaction(conn: Connection) -> None:
+            current = conn.scalar(select(_SESSIONS.c.metadata).where(_SESSIONS.c.id == session_id))
+            meta = {**dict(current or {}), key: value}
+            conn.execute(update(_SESSIONS).where(_SESSIONS.c.id == session_id).values(metadata=meta))
+
+        await self._run(transaction, write=True)
+
+    async def redact_message(
+        self, message_id: str, *, text_: str, redacted_text: str, session_meta: tuple[str, str, Any] | None = None
+    ) -> None:
+        """Replace a stored customer message by its redacted form (and the encrypted original, if kept).
+
+        `session_meta` (session id, key, value): set that key of the session's metadata in the same transaction
+        (the PII vault that resolves the redacted form's placeholders)."""
+        redact = update(_MESSAGES).where(_MESSAGES.c.id == message_id).values(text=text_, redacted_text=redacted_text)
+
+        def transaction(conn: Connection) -> None:
+            conn.execute(redact)
+            if session_meta is not None:
+                session_id, key, value = session_meta
+                current = conn.scalar(select(_SESSIONS.c.metadata).where(_SESSIONS.c.id == session_id))
+                meta = {**dict(current or {}), key: value}
+                conn.execute(update(_SESSIONS).where(_SESSIONS.c.id == session_id).values(metadata=meta))
+
+        await self._run(transaction, write=True)
 
     async def erase_user(self, *, user_id: str, tenant_id: str) -> int:
         """Delete every session (with its messages and feedback) of one customer; returns sessions deleted."""
-        async with self._write_transaction() as conn:
-            ids = (
-                await conn.scalars(
-                    select(_SESSIONS.c.id).where(_SESSIONS.c.user_id == user_id, _SESSIONS.c.tenant_id == tenant_id)
-                )
-            ).all()
-            await self._delete_sessions(conn, list(ids))
-        return len(ids)
+        query = select(_SESSIONS.c.id).where(_SESSIONS.c.user_id == user_id, _SESSIONS.c.tenant_id == tenant_id)
+
+        def transaction(conn: Connection) -> int:
+            ids = list(conn.scalars(query).all())
+            self._delete_sessions(conn, ids)
+            return len(ids)
+
+        return await self._run(transaction, write=True)
 
     async def purge_audited(
         self, cutoff: datetime, *, actor: str, data: dict[str, Any], not_since: datetime | None = None
@@ -677,13 +688,14 @@ class ConversationStore:
         With `not_since` it is a scheduled purge that workers and replicas share: it does nothing (None) when `actor`
         purged after that time, or when another one is purging right now (a PostgreSQL advisory lock).
         """
-        async with self._write_transaction() as conn:
+
+        def transaction(conn: Connection) -> int | None:
             if not_since is not None:
                 if conn.dialect.name == "postgresql":
-                    locked = await conn.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _PURGE_LOCK})
+                    locked = conn.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _PURGE_LOCK})
                     if not locked:
                         return None
-                last = await conn.scalar(
+                last = conn.scalar(
                     select(_AUDIT.c.created_at)
                     .where(_AUDIT.c.action == "privacy.purge", _AUDIT.c.actor == actor)
                     .order_by(_AUDIT.c.id.desc())
@@ -691,22 +703,24 @@ class ConversationStore:
                 )
                 if last is not None and aware(last) > not_since:
                     return None
-            ids = list((await conn.scalars(select(_SESSIONS.c.id).where(_SESSIONS.c.updated_at < cutoff))).all())
-            await self._delete_sessions(conn, ids)
+            ids = list(conn.scalars(select(_SESSIONS.c.id).where(_SESSIONS.c.updated_at < cutoff)).all())
+            self._delete_sessions(conn, ids)
             entry = AuditEntry(actor=actor, action="privacy.purge", data={**data, "sessions_deleted": len(ids)})
-            await conn.run_sync(lambda sync: _append_audit(sync, [entry]))
-        return len(ids)
+            _append_audit(conn, [entry])
+            return len(ids)
+
+        return await self._run(transaction, write=True)
 
     @staticmethod
-    async def _delete_sessions(conn: AsyncConnection, ids: list[str]) -> None:
+    def _delete_sessions(conn: Connection, ids: list[str]) -> None:
         dependents = [cast(Table, DialogueStateRow.__table__), cast(Table, Ticket.__table__), _FEEDBACK]
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             # Explicit deletes: not every database enforces ON DELETE CASCADE (SQLite needs a pragma).
             for table in dependents:
-                await conn.execute(delete(table).where(table.c.session_id.in_(chunk)))
-            await conn.execute(delete(_MESSAGES).where(_MESSAGES.c.session_id.in_(chunk)))
-            await conn.execute(delete(_SESSIONS).where(_SESSIONS.c.id.in_(chunk)))
+                conn.execute(delete(table).where(table.c.session_id.in_(chunk)))
+            conn.execute(delete(_MESSAGES).where(_MESSAGES.c.session_id.in_(chunk)))
+            conn.execute(delete(_SESSIONS).where(_SESSIONS.c.id.in_(chunk)))
 
     async def count_sessions(self, *, tenant_id: str) -> int:
         async with self.engine.connect() as conn:

@@ -25,10 +25,12 @@ class GuardInput:
             redaction = safety.redactor.redact(original, vault)
             # The original is kept only encrypted, and only where configuration asks for it.
             kept = safety.cipher.encrypt(original) if safety.keep_original and safety.cipher else redaction.text
-            await deps.store.redact_message(ctx.customer_message.id, text_=kept, redacted_text=redaction.text)
-            if vault.changed:
-                await deps.store.update_session_meta(ctx.session.id, "pii", vault.dump())
-                vault.changed = False
+            # The vault that resolves the new placeholders is saved with the redacted message, in one transaction.
+            saved = (ctx.session.id, "pii", vault.dump()) if vault.changed else None
+            await deps.store.redact_message(
+                ctx.customer_message.id, text_=kept, redacted_text=redaction.text, session_meta=saved
+            )
+            vault.changed = False
             ctx.pii = vault
             ctx.input = replace(ctx.input, text=redaction.text)
             ctx.trace["pii"] = sorted(set(redaction.kinds))
