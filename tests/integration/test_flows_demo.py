@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from kefu.api.app import create_app
 from kefu.llm.testing import ScriptedLLM
 from lumo_shop.app import create_app as create_shop_app
-from tests.conftest import DEMO_SHOP, make_settings
+from tests.conftest import DEMO_SHOP, UNDERSTANDING_CACHE, make_settings
 
 AS_OF = "2026-11-20T15:00:00+08:00"
 SHOP_TOKEN = "test-shop-token"
@@ -214,3 +214,30 @@ async def test_a_dead_backend_hands_the_customer_to_a_person(tmp_path: Path, sho
             assert tickets[0].context["slots"]["order_id"] == "LM26110625"
             silent = await chat.say("有人吗")
             assert "排队" in silent["reply"] or silent["reply"] == ""
+
+
+@pytest.mark.parametrize("answer", ["0827", "6443"])
+async def test_the_answer_to_the_flows_question_goes_to_the_flow_without_asking_the_model(
+    tmp_path: Path, shop: Shop, answer: str
+) -> None:
+    """Four digits alone leave the intent classifier unsure; the open flow asked for exactly that, so the turn is
+    the flow's and the model is not asked what the customer meant (on a real model, a call of a second or more).
+    A wrong number is the flow's to refuse, too."""
+    llm = ScriptedLLM(default_reply='{"intent": "oos"}')
+    understanding = {"cache_dir": UNDERSTANDING_CACHE, "llm_fallback": True}
+    settings = make_settings(tmp_path, dialogue={"now": AS_OF}, understanding=understanding)
+    app = create_app(settings, llm=llm, action_transports={"shop": shop.transport()})
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://kefu") as client:
+            chat = Chat(client)
+            asked = await chat.say("帮我查一下订单 LM26110625 的状态")
+            assert "手机号" in asked["reply"]
+            llm.calls.clear()
+
+            answered = await chat.say(answer)
+
+    if answer == "0827":  # the phone number on that order ends in 0827
+        assert "LM26110625" in answered["reply"] and "手机号" not in answered["reply"]
+    else:
+        assert "不一致" in answered["reply"] or "不匹配" in answered["reply"], answered["reply"]
+    assert llm.calls == []

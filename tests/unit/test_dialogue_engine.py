@@ -524,3 +524,28 @@ async def test_a_template_that_fails_at_run_time_apologises_and_hands_off(engine
     assert failed.reply == "抱歉，系统暂时无法办理该业务，我为您转接人工客服，稍后由同事继续处理。"
     assert failed.error is not None and "refund" in failed.error
     assert chat.state.active is None
+
+
+# ---- what plainly answers the open question (understanding then needs no LLM for it) ------------------------
+
+
+async def test_only_a_plain_answer_to_the_open_question_counts_as_one(engine: FlowEngine) -> None:
+    chat = Chat(engine)
+
+    def answers(text: str) -> bool:
+        orders = [Entity(type="order_number", value=m, text=m) for m in re.findall(r"LM\d{8}", text)]
+        return engine.answers_question(chat.state, FlowTurn(session_id="s1", text=text, language="zh", entities=orders))
+
+    assert not answers("LM26110625")  # no flow is open
+    await chat.say("我要退货", starts="return")
+    assert answers("LM26110625") and answers("算了")  # the order number asked for; a cancel
+    assert not answers("退货运费谁承担？")
+    await chat.say("LM26110625")
+    assert answers("手机尾号1234") and not answers("你们几点下班")  # the identity check wants a phone number
+    await chat.say("手机尾号1234")
+    assert answers("不想要了") and not answers("怎么寄回去")  # one of the reason's choices
+    await chat.say("不想要了")
+    assert answers("确认") and answers("不用了") and not answers("运费多少")  # a yes or a no to the confirmation
+    state_before = chat.state.to_json()
+    answers("确认")
+    assert chat.state.to_json() == state_before  # asking changes nothing

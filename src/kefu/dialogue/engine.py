@@ -225,6 +225,31 @@ class FlowEngine:
             return out
         return await self._advance(state, run, flow, turn, out, replies)
 
+    def answers_question(self, state: SessionDialogue, turn: FlowTurn) -> bool:
+        """Whether the message plainly answers what the session's open flow asked, changing nothing.
+
+        A recognised value for the slot it asked for (an order number, a phone number, one of the slot's choices),
+        a phone number for an identity check, a yes or no to a confirmation, or a "cancel". Free text counts only
+        when nothing else could be meant either: a slot that takes any text is not a plain answer here, since the
+        message may still ask something else.
+        """
+        run = state.active
+        flow = self.library.get(run.flow) if run is not None else None
+        if run is None or flow is None or run.awaiting is None:
+            return False
+        kind, target = run.awaiting_kind, run.awaiting_target
+        command = normalise_command(turn.text)
+        if command in self._cancel:
+            return True
+        if kind == "collect" and target in flow.slots:
+            # as when a flow starts (`prefill`): an entity, the slot's pattern or one of its choices, no free text
+            return self._recognise(flow.slots[target], turn, prefill=True) is not None
+        if kind == "confirm":
+            return command in self._confirm or command in self._decline
+        if kind == "verify":
+            return self._phone(turn) is not None
+        return False
+
     def _after_completion(self, state: SessionDialogue, turn: FlowTurn) -> FlowOutcome:
         """A "确认" / "yes" right after a task was completed (a double tap, a resend) is told it is done already,
         instead of reaching the model with a bare "yes"; only once per completed task."""

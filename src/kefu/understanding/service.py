@@ -11,7 +11,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -198,8 +198,13 @@ class Understanding:
         state: DialogueState | None = None,
         llm: LLMBackend | None = None,
         default_language: Language = "en",
+        settled: Callable[[UnderstandingResult], str | None] | None = None,
     ) -> UnderstandingResult:
-        """`analyse`, then the LLM fallback for a low-confidence turn when a classification LLM is given."""
+        """`analyse`, then the LLM fallback for a low-confidence turn when a classification LLM is given.
+
+        `settled(result)`: why the turn needs no intent from the LLM even so (the message answers what an open flow
+        asked, which takes it whatever its intent), or None; only asked when the classifier is unsure.
+        """
         state = state or DialogueState()
         # Embedding the message is CPU work outside the GIL (milliseconds): keep the event loop serving others.
         result, vector, prediction = await asyncio.to_thread(
@@ -207,6 +212,9 @@ class Understanding:
         )
         if not result.intent.needed_llm or llm is None or self.fallback is None or self.model is None:
             return result
+        why = settled(result) if settled is not None else None
+        if why is not None:
+            return replace(result, intent=replace(result.intent, reason=f"{result.intent.reason}; no LLM asked: {why}"))
         assert vector is not None and prediction is not None
         started = time.perf_counter()
         candidates = [label for label, _ in prediction.ranked if label != OOS_LABEL]

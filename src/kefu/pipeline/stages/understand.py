@@ -14,11 +14,12 @@ from kefu.llm.types import Message
 from kefu.pipeline.context import TurnContext
 from kefu.pipeline.deps import TurnDeps
 from kefu.pipeline.history import earlier_messages
+from kefu.pipeline.stages.flow import flow_turn
 from kefu.safety.pii import PLACEHOLDER
 from kefu.store import MessageRecord
 from kefu.understanding.catalogue import Handler
 from kefu.understanding.router import OOS_HANDLER
-from kefu.understanding.types import DialogueState
+from kefu.understanding.types import DialogueState, UnderstandingResult
 
 _HISTORY_WINDOW = 12
 """Earlier messages understanding weighs (dialogue state, conversation for the LLM fallback)."""
@@ -79,8 +80,29 @@ class UnderstandTurn:
                     ctx.language = detect_language(PLACEHOLDER.sub(" ", said))
         settings = deps.settings.understanding
         llm = deps.llm("classification") if settings.llm_fallback else None
+        answered: list[bool] = []
+        dialogue = deps.dialogue
+        if dialogue is not None:
+            # Loaded here rather than by the flow stage (which uses it): a message that answers what an open flow
+            # asked ("6443" for the phone's last four digits) is the flow's, whatever the classifier makes of it.
+            ctx.dialogue = await dialogue.states.load(ctx.session.id, new_session=ctx.new_session)
+
+        def answers_flow(result: UnderstandingResult) -> bool:
+            if not answered:
+                flows = ctx.dialogue
+                answered.append(
+                    dialogue is not None
+                    and flows is not None
+                    and flows.active is not None
+                    and dialogue.engine.answers_question(flows, flow_turn(ctx, deps, result.entities, start=None))
+                )
+            return answered[0]
+
+        def settled(result: UnderstandingResult) -> str | None:
+            return "the message answers the open flow's question" if answers_flow(result) else None
+
         result = await understanding.analyse_async(
-            ctx.input.text, history, state=state, llm=llm, default_language=ctx.language
+            ctx.input.text, history, state=state, llm=llm, default_language=ctx.language, settled=settled
         )
         ctx.understanding = result
         ctx.language = result.language
@@ -95,7 +117,7 @@ class UnderstandTurn:
             if result.intent.intent == "complaint":
                 ctx.handoff_reason = "complaint"
             route["answered_by"] = "handoff"
-        elif handler == OOS_HANDLER and settings.oos_reply:
+        elif handler == OOS_HANDLER and settings.oos_reply and not answers_flow(result):
             route["answered_by"] = "oos_decline"
             ctx.finish(deps.prompts.reply("oos_decline", ctx.language), route="oos")
         else:
