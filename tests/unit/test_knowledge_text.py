@@ -59,3 +59,14 @@ def test_headings_become_anchors_and_markdown_becomes_plain_text() -> None:
     assert slugify("7 天无理由退货") == "7-天无理由退货"
     assert slugify("Electronic normal VAT invoice (普通发票)") == "electronic-normal-vat-invoice-普通发票"
     assert plain_text("| A | **B** |\n| --- | --- |\n| 1 | [link](http://x) |") == "A B\n1 link"
+
+
+def test_the_term_set_of_several_texts_is_that_of_the_texts_joined() -> None:
+    tokenizer = Tokenizer()
+    passages = ("七天无理由退货，运费由买家承担。", "Returns within 7 days; shipping v2.1 is free", "数电专票开具")
+
+    together = tokenizer.term_set(*passages)
+
+    assert together == set(tokenizer.terms(" ".join(passages)))
+    assert all(set(tokenizer.terms(p)) <= together for p in passages) and "v2.1" in together
+    assert tokenizer.term_set(passages[0]) is tokenizer.term_set(passages[0])  # remembered, not cut again

@@ -6,7 +6,7 @@ based on a stale read is refused, so two workers cannot silently overwrite each 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, cast
 
@@ -79,10 +79,15 @@ class SessionDialogue:
         self.active = None
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("version")
-        data.pop("saved")
-        return data
+        """The state as a deep copy in plain values, as `dataclasses.asdict` would give it (less the version and
+        the saved copy); built field by field, since `asdict` deep-copied the saved copy only to drop it, and
+        took 3.6% of the event loop's time in the load test."""
+        return {
+            "active": _fields(self.active, _RUN_FIELDS) if self.active is not None else None,
+            "identity": _fields(self.identity, _IDENTITY_FIELDS) if self.identity is not None else None,
+            "unresolved_streak": self.unresolved_streak,
+            "recent": _copy(self.recent),
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any], version: int) -> SessionDialogue:
@@ -97,6 +102,24 @@ class SessionDialogue:
         )
         state.saved = state.to_json()  # a deep copy: flows change their slots in place
         return state
+
+
+_RUN_FIELDS = tuple(f.name for f in fields(FlowRun))
+_IDENTITY_FIELDS = tuple(f.name for f in fields(Identity))
+
+
+def _fields(obj: object, names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: _copy(getattr(obj, name)) for name in names}
+
+
+def _copy(value: Any) -> Any:
+    """A deep copy of JSON-like values (dicts, lists, tuples); anything else is kept, as `asdict` deep-copies it
+    and these are immutable here (strings, numbers)."""
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_copy(v) for v in value)
+    return value
 
 
 class DialogueStates:

@@ -152,7 +152,7 @@ class GroundingChecker:
 
     def sources(self, texts: Sequence[str]) -> Sources:
         joined = "\n".join(texts)
-        return Sources(numbers=extract_numbers(joined), terms=set(self.tokenizer.terms(joined)))
+        return Sources(numbers=extract_numbers(joined), terms=self.tokenizer.term_set(*texts))
 
     def check_sentence(self, sentence: str, sources: Sources) -> SentenceVerdict:
         clean = _LIST_NUMBER.sub("", strip_markers(sentence))
@@ -194,4 +194,4 @@ class Sources:
     """What an answer may draw on: the numbers and content words of its passages."""
 
     numbers: set[str]
-    terms: set[str]
+    terms: frozenset[str]

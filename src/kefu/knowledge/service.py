@@ -425,8 +425,8 @@ class KnowledgeService:
             return Coverage(False, 0.0, 0.0)
         top = hits[:3]
         best = max((h.dense for h in top if h.dense is not None), default=0.0)
-        wanted = set(self.tokenizer.terms(query))
-        found = set(self.tokenizer.terms(" ".join(h.chunk.text + " " + h.chunk.section for h in top)))
+        wanted = self.tokenizer.term_set(query)
+        found = self.tokenizer.term_set(*(part for h in top for part in (h.chunk.text, h.chunk.section)))
         lexical = len(wanted & found) / len(wanted) if wanted else 0.0
         s = self.settings
         answerable = best >= s.min_relevance or (best >= s.min_relevance_low and lexical >= s.lexical_relevance)

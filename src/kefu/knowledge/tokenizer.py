@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -51,6 +52,7 @@ class Tokenizer:
         self._cache_dir = cache_dir
         self._jieba: Any = None
         self._lock = threading.Lock()
+        self._term_set = functools.lru_cache(maxsize=4096)(self._distinct_terms)
 
     def _segmenter(self) -> Any:
         if self._jieba is None:
@@ -72,6 +74,14 @@ class Tokenizer:
         """Load the Chinese dictionary now rather than during the first customer turn."""
         self._segmenter()
 
+    def term_set(self, *texts: str) -> frozenset[str]:
+        """The distinct terms of `texts` together (the same as of the texts joined by spaces). Each text's terms are
+        remembered (4096 texts, least recently used out): grounding and the coverage check cut the same passages
+        on every turn that retrieves them, which took about 3% of the event loop in the load test."""
+        if len(texts) == 1:
+            return self._term_set(texts[0])
+        return frozenset().union(*(self._term_set(text) for text in texts))
+
     def terms(self, text: str, *, keep_stopwords: bool = False) -> list[str]:
         """Search terms of `text`, in order; Chinese runs are cut into words and their sub-words."""
         normalized = unicodedata.normalize("NFKC", text).lower()
@@ -89,3 +99,6 @@ class Tokenizer:
                     # jieba keeps unknown compounds whole ("开专票", "数电专票"); their character pairs still match.
                     out.extend(word[i : i + 2] for i in range(len(word) - 1))
         return out
+
+    def _distinct_terms(self, text: str) -> frozenset[str]:
+        return frozenset(self.terms(text))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,8 @@ class PromptLibrary:
         self._template_dir = template_dir
         self._replies_digest = hashlib.blake2b((directory / "replies.yaml").read_bytes(), digest_size=16).digest()
         self._stamp: tuple[tuple[str, int, int], ...] | None = None
+        self._listed: int | None = None
+        self._files: list[str] = []
         self._fingerprint = ""
 
     def render(self, name: str, **variables: Any) -> str:
@@ -52,12 +55,17 @@ class PromptLibrary:
     def fingerprint(self) -> str:
         """A hash of this version's templates (as they are on disk now) and its fixed replies; cached answers keyed
         on it are never served once a prompt changes. Re-reads the templates only when one's size or mtime moved."""
-        files = sorted(self._template_dir.glob("*.j2"))
-        stamp = tuple((f.name, st.st_mtime_ns, st.st_size) for f in files for st in (f.stat(),))
+        # Asked on every turn: the directory is listed again only when its own mtime moved (a template added,
+        # removed or renamed into place), and the known files are each stat'ed (an edit in place).
+        listed = os.stat(self._template_dir).st_mtime_ns
+        if listed != self._listed:
+            self._files = sorted(str(f) for f in self._template_dir.glob("*.j2"))
+            self._listed = listed
+        stamp = tuple((path, st.st_mtime_ns, st.st_size) for path in self._files for st in (os.stat(path),))
         if stamp != self._stamp:
             digest = hashlib.blake2b(self.version.encode(), digest_size=16)
             digest.update(self._replies_digest)
-            for f in files:
-                digest.update(f.name.encode() + b"\0" + f.read_bytes())
+            for path in self._files:
+                digest.update(os.path.basename(path).encode() + b"\0" + Path(path).read_bytes())
             self._stamp, self._fingerprint = stamp, digest.hexdigest()
         return self._fingerprint
