@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -205,3 +206,40 @@ async def test_a_transaction_sent_as_a_read_cannot_write(store: ConversationStor
         await store.transaction(lambda conn: conn.execute(text("DELETE FROM sessions")), write=False)
 
     assert await store.transaction(_channel(session.id), write=False) == "web"
+
+
+async def test_a_write_waits_while_another_worker_process_writes_and_reads_go_on(
+    store: ConversationStore, tmp_path: Path
+) -> None:
+    """Workers sharing the file take turns through `kefu.db.write-lock` (here a second process holds it)."""
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _HOLD_LOCK,
+        str(tmp_path / "kefu.db.write-lock"),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert holder.stdin is not None and holder.stdout is not None
+    try:
+        assert (await asyncio.wait_for(holder.stdout.readline(), 10)).strip() == b"held"
+        opening = asyncio.create_task(store.open_session(session_id="s-1", user_id="u", channel="web"))
+        await asyncio.sleep(0.5)
+        assert not opening.done()  # the write waits for the other process
+        assert await asyncio.wait_for(store.transaction(_channel("s-1"), write=False), 5) is None  # reads go on
+    finally:
+        holder.stdin.write(b"\n")
+        await holder.stdin.drain()
+        await asyncio.wait_for(holder.wait(), 10)
+    session = await asyncio.wait_for(opening, 5)
+    assert session.id == "s-1"
+    assert await store.transaction(_channel("s-1"), write=False) == "web"
+
+
+_HOLD_LOCK = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+sys.stdin.readline()
+"""

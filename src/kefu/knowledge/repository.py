@@ -236,7 +236,7 @@ class KnowledgeRepository:
     async def current_version(self) -> int:
         """The shared knowledge version: one indexed single-row read."""
         if self._sqlite is not None:
-            version = await self._sqlite.run(lambda conn: conn.scalar(_CURRENT_VERSION))
+            version = await self._sqlite.run(lambda conn: conn.scalar(_CURRENT_VERSION), write=False)
         else:
             async with self._engine.connect() as conn:
                 version = await conn.scalar(_CURRENT_VERSION)

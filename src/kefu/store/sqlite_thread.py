@@ -1,10 +1,15 @@
-"""Whole SQLite transactions on one dedicated thread: one round trip from the event loop per transaction."""
+"""Whole SQLite transactions on dedicated threads (one writing, one reading): one round trip from the event loop
+per transaction."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import fcntl
+import os
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
 from typing import TypeVar
 
 from sqlalchemy import Connection, create_engine, event
@@ -28,7 +33,7 @@ def is_sqlite_file(url: URL) -> bool:
 class _Lane:
     """One SQLite connection, used only from its own thread, running whole transactions one at a time."""
 
-    def __init__(self, url: URL, name: str, *, read_only: bool) -> None:
+    def __init__(self, url: URL, name: str, *, read_only: bool, write_lock: Path | None = None) -> None:
         from kefu.store.database import enable_sqlite_pragmas
 
         self._engine = create_engine(
@@ -46,6 +51,8 @@ class _Lane:
                 # A transaction sent here as a read that writes fails loudly instead of racing the writer.
                 dbapi_conn.execute("PRAGMA query_only=ON")
 
+        self._write_lock = write_lock
+        self._lock_fd: int | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._conn: Connection | None = None
         """Opened on the thread by its first transaction and kept: checking a connection out of the pool and
@@ -58,14 +65,37 @@ class _Lane:
         conn = self._conn
         if conn is None or conn.closed:
             conn = self._conn = self._engine.connect()
-        with conn.begin():  # an invalidated connection (a failed file) reconnects on its next use
+        with self._writers_in_turn(), conn.begin():  # an invalidated connection (a failed file) reconnects
             return fn(conn)
+
+    @contextmanager
+    def _writers_in_turn(self) -> Iterator[None]:
+        """Hold the lock file for the whole write transaction, as every writer through a `SQLiteThread` does.
+
+        Two workers writing one SQLite file otherwise meet in SQLite's own lock, whose loser polls it with sleeps
+        of 1, 2, 5, 10… ms, and a transaction that began by reading may not be able to write at all once the other
+        has committed (SQLITE_BUSY_SNAPSHOT). The kernel hands an `flock` lock to the next waiter as soon as it is
+        released, and releases it when its process dies. It belongs to the open file, so the writing threads of
+        two stores of one process (conversations, knowledge) take turns through it as well.
+        """
+        if self._write_lock is None:
+            yield
+            return
+        if self._lock_fd is None:
+            self._lock_fd = os.open(self._write_lock, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)  # blocks in the kernel, outside the GIL
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
         if self._conn is not None:
             self._conn.close()
         self._engine.dispose()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
 
 
 class SQLiteThread:
@@ -85,7 +115,9 @@ class SQLiteThread:
     """
 
     def __init__(self, url: URL) -> None:
-        self._writer = _Lane(url, "kefu-sqlite", read_only=False)
+        # Workers of one `kefu serve` write the same file: their writing threads take turns through a lock file.
+        lock = Path(f"{url.database}.write-lock") if url.database else None
+        self._writer = _Lane(url, "kefu-sqlite", read_only=False, write_lock=lock)
         self._reader = _Lane(url, "kefu-sqlite-read", read_only=True)
 
     async def run(self, fn: Callable[[Connection], T], *, write: bool = True) -> T:
