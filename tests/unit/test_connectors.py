@@ -103,11 +103,13 @@ def line_of(path: Path, needle: str, *, after: str | None = None) -> int:
 
 @pytest.fixture
 async def load(tmp_path: Path) -> AsyncIterator[Callable[..., Actions]]:
-    """Load SHOP_ACTIONS (or another text) over a scripted backend, without backoff sleeps; closed afterwards."""
+    """Load SHOP_ACTIONS (or another text) over a scripted backend, without backoff sleeps; closed afterwards.
+    Without a backend, as the app loads it: HTTP goes over aiohttp to a real socket."""
     opened: list[Actions] = []
 
-    def _load(backend: Backend, text: str = SHOP_ACTIONS) -> Actions:
-        actions = load_actions(write_file(tmp_path, text), transports={"shop": backend.transport()})
+    def _load(backend: Backend | None, text: str = SHOP_ACTIONS) -> Actions:
+        transports = {"shop": backend.transport()} if backend is not None else None
+        actions = load_actions(write_file(tmp_path, text), transports=transports)
         connector = actions.connectors["shop"]
         assert isinstance(connector, HttpConnector)
         connector.backoff_s = 0.0
@@ -407,24 +409,6 @@ async def serve(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Callable[[Hand
     await asyncio.gather(*handlers, return_exceptions=True)
 
 
-@pytest.fixture
-async def real(tmp_path: Path) -> AsyncIterator[Callable[[str], Actions]]:
-    """Load actions.yaml as the app does: no test transport, so HTTP goes over aiohttp to a real socket."""
-    opened: list[Actions] = []
-
-    def _load(text: str = SHOP_ACTIONS) -> Actions:
-        actions = load_actions(write_file(tmp_path, text))
-        connector = actions.connectors["shop"]
-        assert isinstance(connector, HttpConnector)
-        connector.backoff_s = 0.0
-        opened.append(actions)
-        return actions
-
-    yield _load
-    for actions in opened:
-        await actions.aclose()
-
-
 async def _request(reader: asyncio.StreamReader) -> tuple[str, dict[str, str], bytes]:
     head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
     headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:] if line)}
@@ -439,7 +423,7 @@ def _json_response(status: str, payload: object, extra: str = "") -> bytes:
 
 
 async def test_a_read_and_a_write_reach_a_real_server(
-    serve: Callable[[Handler], Awaitable[str]], real: Callable[[str], Actions]
+    serve: Callable[[Handler], Awaitable[str]], load: Callable[..., Actions]
 ) -> None:
     seen: list[tuple[str, dict[str, str], bytes]] = []
 
@@ -459,7 +443,7 @@ async def test_a_read_and_a_write_reach_a_real_server(
             await writer.drain()
 
     await serve(shop)
-    actions = real(SHOP_ACTIONS)
+    actions = load(None)
 
     read = await actions.call("search_products", {"q": "降噪 耳机"})
     write = await actions.call(
@@ -480,14 +464,14 @@ async def test_a_read_and_a_write_reach_a_real_server(
 
 
 async def test_nothing_listening_is_backend_unavailable_not_a_timeout(
-    monkeypatch: pytest.MonkeyPatch, real: Callable[[str], Actions]
+    monkeypatch: pytest.MonkeyPatch, load: Callable[..., Actions]
 ) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     monkeypatch.setenv("KEFU_TEST_SHOP_URL", f"http://127.0.0.1:{port}")
 
-    result = await real(SHOP_ACTIONS).call("get_order", {"order_id": "LM26110625"})
+    result = await load(None).call("get_order", {"order_id": "LM26110625"})
 
     assert result.error_code == "backend_unavailable"
     assert "ConnectError" in result.message
@@ -495,7 +479,7 @@ async def test_nothing_listening_is_backend_unavailable_not_a_timeout(
 
 
 async def test_a_silent_server_times_out(
-    serve: Callable[[Handler], Awaitable[str]], real: Callable[[str], Actions]
+    serve: Callable[[Handler], Awaitable[str]], load: Callable[..., Actions]
 ) -> None:
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read(65536)
@@ -504,14 +488,14 @@ async def test_a_silent_server_times_out(
     await serve(silent)
     text = SHOP_ACTIONS.replace("timeout_s: 1", "timeout_s: 0.2").replace("retries: 2", "retries: 0")
 
-    result = await real(text).call("get_order", {"order_id": "LM26110625"})
+    result = await load(None, text).call("get_order", {"order_id": "LM26110625"})
 
     assert result.error_code == "timeout"
     assert result.message == "shop did not answer in time"
 
 
 async def test_a_dropped_connection_is_backend_unavailable(
-    serve: Callable[[Handler], Awaitable[str]], real: Callable[[str], Actions]
+    serve: Callable[[Handler], Awaitable[str]], load: Callable[..., Actions]
 ) -> None:
     async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read(65536)
@@ -519,7 +503,7 @@ async def test_a_dropped_connection_is_backend_unavailable(
     await serve(hang_up)
     text = SHOP_ACTIONS.replace("retries: 2", "retries: 0")
 
-    result = await real(text).call("get_order", {"order_id": "LM26110625"})
+    result = await load(None, text).call("get_order", {"order_id": "LM26110625"})
 
     assert result.error_code == "backend_unavailable"
     assert result.message.startswith("shop unreachable")
