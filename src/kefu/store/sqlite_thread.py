@@ -116,7 +116,8 @@ class SQLiteThread:
 
     def __init__(self, url: URL) -> None:
         # Workers of one `kefu serve` write the same file: their writing threads take turns through a lock file.
-        lock = Path(f"{url.database}.write-lock") if url.database else None
+        database = (url.database or "").removeprefix("file:")  # an operator's `?uri=true` URL names it so
+        lock = Path(f"{database}.write-lock") if database else None
         self._writer = _Lane(url, "kefu-sqlite", read_only=False, write_lock=lock)
         self._reader = _Lane(url, "kefu-sqlite-read", read_only=True)
 
