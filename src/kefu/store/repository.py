@@ -642,12 +642,7 @@ class ConversationStore:
     async def update_session_meta(self, session_id: str, key: str, value: Any) -> None:
         """Set one key of a session's metadata (read-modify-write in one write transaction)."""
 
-        def transaction(conn: Connection) -> None:
-            current = conn.scalar(select(_SESSIONS.c.metadata).where(_SESSIONS.c.id == session_id))
-            meta = {**dict(current or {}), key: value}
-            conn.execute(update(_SESSIONS).where(_SESSIONS.c.id == session_id).values(metadata=meta))
-
-        await self._run(transaction, write=True)
+        await self._run(lambda conn: _set_session_meta(conn, session_id, key, value), write=True)
 
     async def redact_message(
         self, message_id: str, *, text_: str, redacted_text: str, session_meta: tuple[str, str, Any] | None = None
@@ -661,10 +656,7 @@ class ConversationStore:
         def transaction(conn: Connection) -> None:
             conn.execute(redact)
             if session_meta is not None:
-                session_id, key, value = session_meta
-                current = conn.scalar(select(_SESSIONS.c.metadata).where(_SESSIONS.c.id == session_id))
-                meta = {**dict(current or {}), key: value}
-                conn.execute(update(_SESSIONS).where(_SESSIONS.c.id == session_id).values(metadata=meta))
+                _set_session_meta(conn, *session_meta)
 
         await self._run(transaction, write=True)
 
@@ -816,6 +808,13 @@ def _find_by_client_id(conn: Connection, session_id: str, client_message_id: str
         )
     ).first()
     return _message_record(row) if row is not None else None
+
+
+def _set_session_meta(conn: Connection, session_id: str, key: str, value: Any) -> None:
+    """Set one key of a session's metadata, inside the caller's write transaction."""
+    current = conn.scalar(select(_SESSIONS.c.metadata).where(_SESSIONS.c.id == session_id))
+    meta = {**dict(current or {}), key: value}
+    conn.execute(update(_SESSIONS).where(_SESSIONS.c.id == session_id).values(metadata=meta))
 
 
 def _append_audit(conn: Connection, events: Sequence[AuditEntry]) -> str:
