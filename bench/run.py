@@ -88,12 +88,16 @@ def run_section(key: str, options: BenchOptions, plan: object | None = None) -> 
     return result
 
 
-def _section_entry(result: SectionResult, run_id: str, measured_at: str, command: str, quick: bool) -> dict[str, Any]:
+def _section_entry(
+    result: SectionResult, run_id: str, measured_at: str, command: str, quick: bool, machine: dict[str, Any]
+) -> dict[str, Any]:
     return {
         "title": result.title,
         "run_id": run_id,
         "measured_at": measured_at,
         "command": command,
+        # kept with the section: a later run on another machine carries it over under its own machine table
+        "machine": {k: machine.get(k) for k in ("cpu", "cores", "reference_workload_ms")},
         "quick": quick,
         "seconds": result.seconds,
         "load_average": result.load_average,
@@ -102,6 +106,16 @@ def _section_entry(result: SectionResult, run_id: str, measured_at: str, command
         "data": result.data,
         "markdown": result.markdown,
     }
+
+
+def _other_machine(then: dict[str, Any] | None, now: dict[str, Any]) -> str:
+    """Where a carried-over section was measured, when that is not (or may not be) the machine in the table."""
+    if not then:
+        return " on a machine this report did not record (the table above may not be it)"
+    if then.get("cpu") == now.get("cpu") and then.get("cores") == now.get("cores"):
+        return ""
+    speed = then.get("reference_workload_ms")
+    return f" on another machine ({then.get('cpu')}, {then.get('cores')} cores, reference workload {speed} ms)"
 
 
 def _previous_sections(path: Path) -> dict[str, Any]:
@@ -167,6 +181,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += ["", f"## {number}. {entry['title']}", ""]
         carried = entry.get("run_id") != report["run_id"]
         origin = f"from an earlier run on {entry['measured_at']} (`{entry['command']}`)" if carried else "this run"
+        if carried:
+            origin += _other_machine(entry.get("machine"), report["machine"])
         load = entry.get("load_average")
         busy = f"; 1-minute load average {load[0]:g} before, {load[1]:g} after" if load else ""
         lines.append(f"_Section `{key}`, {origin}, took {entry['seconds']:.0f} s{busy}._")
@@ -252,7 +268,7 @@ def run_and_report(
             shutil.rmtree(work_dir, ignore_errors=True)
 
     previous = _previous_sections(output_dir / JSON_NAME)
-    fresh = {r.key: _section_entry(r, run_id, generated_at, command, quick) for r in results}
+    fresh = {r.key: _section_entry(r, run_id, generated_at, command, quick, machine) for r in results}
     sections = {k: fresh.get(k) or previous[k] for k in SECTIONS if k in fresh or k in previous}
     report = {
         "run_id": run_id,
