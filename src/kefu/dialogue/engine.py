@@ -228,10 +228,9 @@ class FlowEngine:
     def answers_question(self, state: SessionDialogue, turn: FlowTurn) -> bool:
         """Whether the message plainly answers what the session's open flow asked, changing nothing.
 
-        A recognised value for the slot it asked for (an order number, a phone number, one of the slot's choices),
-        a phone number for an identity check, a yes or no to a confirmation, or a "cancel". Free text counts only
-        when nothing else could be meant either: a slot that takes any text is not a plain answer here, since the
-        message may still ask something else.
+        A recognised value for the slot it asked for (its entity, its pattern or one of its choices), a phone
+        number or its last four digits at an identity check, a yes or no to a confirmation, or a cancel word. Free
+        text never counts: a slot that takes any text would take a message that asks something else.
         """
         run = state.active
         flow = self.library.get(run.flow) if run is not None else None
