@@ -236,11 +236,9 @@ class KnowledgeRepository:
     async def current_version(self) -> int:
         """The shared knowledge version: one indexed single-row read."""
         if self._sqlite is not None:
-            version = await self._sqlite.run(lambda conn: conn.scalar(_CURRENT_VERSION), write=False)
-        else:
-            async with self._engine.connect() as conn:
-                version = await conn.scalar(_CURRENT_VERSION)
-        return int(version or 0)
+            return await self._sqlite.run(self.read_version, write=False)
+        async with self._engine.connect() as conn:
+            return await conn.run_sync(self.read_version)
 
     async def embedder(self) -> tuple[str, int]:
         """(name, dim) of the embedder the stored vectors were made with; ("", 0) before the first ingestion."""
