@@ -8,7 +8,7 @@ from kefu.llm.types import Message
 from kefu.pipeline.context import TurnContext
 from kefu.pipeline.deps import TurnDeps
 from kefu.pipeline.history import earlier_messages
-from kefu.pipeline.stages.flow import apply_flow_outcome, flow_turn
+from kefu.pipeline.stages.flow import apply_flow_outcome, flow_turn, session_dialogue
 from kefu.pipeline.stages.handoff import HandOff
 from kefu.understanding.catalogue import Handler
 
@@ -34,8 +34,7 @@ class RunToolAgent:
             ctx.trace["agent"] = {"skipped": f"intent {intent} lists no tools"}  # knowledge answers instead
             return
         assert ctx.session is not None
-        state = ctx.dialogue or await dialogue.states.load(ctx.session.id, new_session=ctx.new_session)
-        ctx.dialogue = state
+        state = await session_dialogue(ctx, dialogue)
         request = AgentRequest(
             intent=intent,
             text=ctx.input.text,

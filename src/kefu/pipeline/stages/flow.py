@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kefu.dialogue.engine import FlowOutcome, FlowTurn
 from kefu.dialogue.flows import Flow
+from kefu.dialogue.state import SessionDialogue
 from kefu.pipeline.context import TurnContext
 from kefu.pipeline.deps import TurnDeps
 from kefu.safety.pii import PLACEHOLDER
 from kefu.understanding.catalogue import Handler
 from kefu.understanding.router import OOS_HANDLER
 from kefu.understanding.types import Entity
+
+if TYPE_CHECKING:
+    from kefu.dialogue.service import Dialogue
 
 _DIGRESSIONS = {Handler.FAQ.value, Handler.KNOWLEDGE.value, Handler.SMALL_TALK.value, Handler.TOOL_AGENT.value}
 
@@ -37,8 +41,7 @@ class RunFlow:
         if dialogue is None:
             return
         assert ctx.session is not None
-        state = ctx.dialogue or await dialogue.states.load(ctx.session.id, new_session=ctx.new_session)
-        ctx.dialogue = state
+        state = await session_dialogue(ctx, dialogue)
         understanding = ctx.understanding
         decision = understanding.intent if understanding else None
         route = understanding.route if understanding else None
@@ -66,6 +69,15 @@ class RunFlow:
             apply_flow_outcome(ctx, outcome)
             ctx.resume_prompt = outcome.resume_prompt
         await dialogue.states.save(ctx.session.id, ctx.session.tenant_id, state)
+
+
+async def session_dialogue(ctx: TurnContext, dialogue: Dialogue) -> SessionDialogue:
+    """The session's flow state, read once per turn and kept on `ctx` for the stages after (the answer cache's
+    lookup, the understanding or the flow stage, whichever needs it first)."""
+    assert ctx.session is not None
+    if ctx.dialogue is None:
+        ctx.dialogue = await dialogue.states.load(ctx.session.id, new_session=ctx.new_session)
+    return ctx.dialogue
 
 
 def flow_turn(

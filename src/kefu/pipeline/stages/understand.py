@@ -14,7 +14,7 @@ from kefu.llm.types import Message
 from kefu.pipeline.context import TurnContext
 from kefu.pipeline.deps import TurnDeps
 from kefu.pipeline.history import earlier_messages
-from kefu.pipeline.stages.flow import flow_turn
+from kefu.pipeline.stages.flow import flow_turn, session_dialogue
 from kefu.safety.pii import PLACEHOLDER
 from kefu.store import MessageRecord
 from kefu.understanding.catalogue import Handler
@@ -83,9 +83,9 @@ class UnderstandTurn:
         answered: list[bool] = []
         dialogue = deps.dialogue
         if dialogue is not None:
-            # Loaded here rather than by the flow stage (which uses it): a message that answers what an open flow
-            # asked ("6443" for the phone's last four digits) is the flow's, whatever the classifier makes of it.
-            ctx.dialogue = await dialogue.states.load(ctx.session.id, new_session=ctx.new_session)
+            # Needed here already, not only by the flow stage: a message that answers what an open flow asked
+            # ("6443" for the phone's last four digits) is the flow's, whatever the classifier makes of it.
+            await session_dialogue(ctx, dialogue)
 
         def answers_flow(result: UnderstandingResult) -> bool:
             if not answered:
