@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
 
 from kefu.errors import NotFoundError
+from kefu.knowledge.repository import KnowledgeRepository
 from kefu.store import ConversationStore
 from kefu.store.database import create_engine, migrate, migration_status
 
@@ -208,32 +210,57 @@ async def test_a_transaction_sent_as_a_read_cannot_write(store: ConversationStor
     assert await store.transaction(_channel(session.id), write=False) == "web"
 
 
-async def test_a_write_waits_while_another_worker_process_writes_and_reads_go_on(
-    store: ConversationStore, tmp_path: Path
-) -> None:
-    """Workers sharing the file take turns through `kefu.db.write-lock` (here a second process holds it)."""
+@asynccontextmanager
+async def _lock_held_by_another_process(lock_file: Path) -> AsyncIterator[None]:
     holder = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        _HOLD_LOCK,
-        str(tmp_path / "kefu.db.write-lock"),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
+        sys.executable, "-c", _HOLD_LOCK, str(lock_file), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
     )
     assert holder.stdin is not None and holder.stdout is not None
     try:
         assert (await asyncio.wait_for(holder.stdout.readline(), 10)).strip() == b"held"
-        opening = asyncio.create_task(store.open_session(session_id="s-1", user_id="u", channel="web"))
-        await asyncio.sleep(0.5)
-        assert not opening.done()  # the write waits for the other process
-        assert await asyncio.wait_for(store.transaction(_channel("s-1"), write=False), 5) is None  # reads go on
+        yield
     finally:
         holder.stdin.write(b"\n")
         await holder.stdin.drain()
         await asyncio.wait_for(holder.wait(), 10)
+
+
+async def test_a_write_waits_while_another_worker_process_writes_and_reads_go_on(
+    store: ConversationStore, tmp_path: Path
+) -> None:
+    """Workers sharing the file take turns through `kefu.db.write-lock` (here a second process holds it)."""
+    async with _lock_held_by_another_process(tmp_path / "kefu.db.write-lock"):
+        opening = asyncio.create_task(store.open_session(session_id="s-1", user_id="u", channel="web"))
+        await asyncio.sleep(0.5)
+        assert not opening.done()  # the write waits for the other process
+        assert await asyncio.wait_for(store.transaction(_channel("s-1"), write=False), 5) is None  # reads go on
     session = await asyncio.wait_for(opening, 5)
     assert session.id == "s-1"
     assert await store.transaction(_channel("s-1"), write=False) == "web"
+
+
+async def test_knowledge_writes_take_their_turn_too(store: ConversationStore, tmp_path: Path) -> None:
+    """An unanswered question is counted by the knowledge store's writing thread, in turn with the other writers
+    (on the async driver it had held SQLite's own write lock across awaits, outside the lock file)."""
+    knowledge = KnowledgeRepository(store.engine)
+    try:
+        async with _lock_held_by_another_process(tmp_path / "kefu.db.write-lock"):
+            counting = asyncio.create_task(
+                knowledge.record_gap(
+                    tenant_id="t", question="Do you ship to Mars?", lang="en", reason="x", session_id=None
+                )
+            )
+            await asyncio.sleep(0.5)
+            assert not counting.done()
+        assert await asyncio.wait_for(counting, 5) == 1
+        again = await knowledge.record_gap(
+            tenant_id="t", question="do you ship to mars", lang="en", reason="x", session_id=None
+        )
+        assert again == 2
+        assert [(g.question, g.count) for g in await knowledge.gaps("t")] == [("do you ship to mars", 2)]
+        assert await knowledge.delete_gaps("t") == 1
+    finally:
+        await knowledge.aclose()
 
 
 _HOLD_LOCK = """

@@ -7,10 +7,10 @@ Reads that must agree with a version (the registry, a full snapshot) are single 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from sqlalchemy import ColumnElement, Connection, Row, Table, delete, func, insert, select, update
@@ -23,6 +23,8 @@ from kefu.store.knowledge_models import KnowledgeChunk, KnowledgeDocument, Knowl
 from kefu.store.models import new_id, utcnow
 from kefu.store.repository import aware
 from kefu.store.sqlite_thread import SQLiteThread, is_sqlite_file
+
+T = TypeVar("T")
 
 _DOCS = cast(Table, KnowledgeDocument.__table__)
 _CHUNKS = cast(Table, KnowledgeChunk.__table__)
@@ -328,16 +330,25 @@ class KnowledgeRepository:
             ).all()
         return {r.search_text: _vectors(r.vector, dim)[0] for r in rows}
 
+    async def _write(self, fn: Callable[[Connection], T]) -> T:
+        """`fn(connection)` as one write transaction: on a SQLite file through the writing thread, which takes turns
+        with every other writer of the file (the conversation store's, other workers'), else on the async driver."""
+        if self._sqlite is not None:
+            return await self._sqlite.run(fn, write=True)
+        async with self._engine.begin() as conn:
+            return await conn.run_sync(fn)
+
     async def commit(
         self, writes: Sequence[DocumentWrite], removals: Sequence[str], *, embedder: str, dim: int
     ) -> tuple[int, dict[str, int]]:
         """Write documents and remove others in one transaction; returns (new version, doc id → doc version)."""
         now = utcnow()
-        versions: dict[str, int] = {}
-        async with self._engine.begin() as conn:
+
+        def transaction(conn: Connection) -> tuple[int, dict[str, int]]:
+            versions: dict[str, int] = {}
             for write in writes:
                 doc_id = write.doc_id
-                previous = await conn.scalar(select(_DOCS.c.version).where(_DOCS.c.id == doc_id))
+                previous = conn.scalar(select(_DOCS.c.version).where(_DOCS.c.id == doc_id))
                 version = (previous or 0) + 1
                 values = {
                     "tenant_id": write.tenant_id,
@@ -356,24 +367,25 @@ class KnowledgeRepository:
                     "metadata": write.meta,
                     "updated_at": now,
                 }
-                await conn.execute(delete(_CHUNKS).where(_CHUNKS.c.doc_id == doc_id))
+                conn.execute(delete(_CHUNKS).where(_CHUNKS.c.doc_id == doc_id))
                 if previous is None:
-                    await conn.execute(insert(_DOCS).values(id=doc_id, created_at=now, **values))
+                    conn.execute(insert(_DOCS).values(id=doc_id, created_at=now, **values))
                 else:
-                    await conn.execute(update(_DOCS).where(_DOCS.c.id == doc_id).values(**values))
+                    conn.execute(update(_DOCS).where(_DOCS.c.id == doc_id).values(**values))
                 if write.chunks:
-                    await conn.execute(insert(_CHUNKS), [_chunk_row(write, doc_id, version, c) for c in write.chunks])
+                    conn.execute(insert(_CHUNKS), [_chunk_row(write, doc_id, version, c) for c in write.chunks])
                 versions[doc_id] = version
             if removals:
-                await conn.execute(delete(_CHUNKS).where(_CHUNKS.c.doc_id.in_(removals)))
-                await conn.execute(delete(_DOCS).where(_DOCS.c.id.in_(removals)))
-            await conn.execute(
+                conn.execute(delete(_CHUNKS).where(_CHUNKS.c.doc_id.in_(removals)))
+                conn.execute(delete(_DOCS).where(_DOCS.c.id.in_(removals)))
+            conn.execute(
                 update(_STATE)
                 .where(_STATE.c.id == _STATE_ID)
                 .values(version=_STATE.c.version + 1, embedder=embedder, dim=dim, updated_at=now)
             )
-            new_version = await self._version(conn)
-        return new_version, versions
+            return self.read_version(conn), versions
+
+        return await self._write(transaction)
 
     async def chunk_texts(self) -> list[ChunkText]:
         async with self._engine.connect() as conn:
@@ -384,9 +396,10 @@ class KnowledgeRepository:
         self, updates: Sequence[tuple[str, Vector, Vector | None]], *, embedder: str, dim: int
     ) -> int:
         """Store new vectors for existing chunks (another embedder) as one change; returns the new version."""
-        async with self._engine.begin() as conn:
+
+        def transaction(conn: Connection) -> int:
             for chunk, vector, questions in updates:
-                await conn.execute(
+                conn.execute(
                     update(_CHUNKS)
                     .where(_CHUNKS.c.id == chunk)
                     .values(
@@ -394,12 +407,14 @@ class KnowledgeRepository:
                         question_vectors=_vector_bytes(questions) if questions is not None else None,
                     )
                 )
-            await conn.execute(
+            conn.execute(
                 update(_STATE)
                 .where(_STATE.c.id == _STATE_ID)
                 .values(version=_STATE.c.version + 1, embedder=embedder, dim=dim, updated_at=utcnow())
             )
-            return await self._version(conn)
+            return self.read_version(conn)
+
+        return await self._write(transaction)
 
     async def record_gap(
         self, *, tenant_id: str, question: str, lang: str | None, reason: str, session_id: str | None
@@ -408,38 +423,36 @@ class KnowledgeRepository:
         key = hashlib.sha256(normalize_question(question).encode()).hexdigest()[:32]
         text = question.strip()[:_MAX_GAP_CHARS]
         now = utcnow()
+        where = (_GAPS.c.tenant_id == tenant_id) & (_GAPS.c.question_key == key)
+
+        def transaction(conn: Connection) -> int:
+            changed = conn.execute(
+                update(_GAPS)
+                .where(where)
+                .values(
+                    count=_GAPS.c.count + 1, last_seen=now, question=text, reason=reason, last_session_id=session_id
+                )
+            )
+            if changed.rowcount == 0:
+                conn.execute(
+                    insert(_GAPS).values(
+                        id=new_id(),
+                        tenant_id=tenant_id,
+                        question_key=key,
+                        question=text,
+                        lang=lang,
+                        reason=reason,
+                        count=1,
+                        first_seen=now,
+                        last_seen=now,
+                        last_session_id=session_id,
+                    )
+                )
+            return int(conn.scalar(select(_GAPS.c.count).where(where)) or 1)
+
         for _ in range(2):
             try:
-                async with self._engine.begin() as conn:
-                    where = (_GAPS.c.tenant_id == tenant_id) & (_GAPS.c.question_key == key)
-                    changed = await conn.execute(
-                        update(_GAPS)
-                        .where(where)
-                        .values(
-                            count=_GAPS.c.count + 1,
-                            last_seen=now,
-                            question=text,
-                            reason=reason,
-                            last_session_id=session_id,
-                        )
-                    )
-                    if changed.rowcount == 0:
-                        await conn.execute(
-                            insert(_GAPS).values(
-                                id=new_id(),
-                                tenant_id=tenant_id,
-                                question_key=key,
-                                question=text,
-                                lang=lang,
-                                reason=reason,
-                                count=1,
-                                first_seen=now,
-                                last_seen=now,
-                                last_session_id=session_id,
-                            )
-                        )
-                    count = await conn.scalar(select(_GAPS.c.count).where(where))
-                return int(count or 1)
+                return await self._write(transaction)
             except IntegrityError:
                 continue  # another worker inserted the same question first: count it as an update
         return 1
@@ -473,9 +486,7 @@ class KnowledgeRepository:
         query = delete(_GAPS).where(_GAPS.c.tenant_id == tenant_id)
         if ids is not None:
             query = query.where(_GAPS.c.id.in_(list(ids)))
-        async with self._engine.begin() as conn:
-            result = await conn.execute(query)
-        return int(result.rowcount or 0)
+        return await self._write(lambda conn: int(conn.execute(query).rowcount or 0))
 
     async def chunk_total(self) -> int:
         async with self._engine.connect() as conn:
