@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -187,18 +188,55 @@ async def test_reads_run_beside_a_write_in_progress_and_see_only_what_was_commit
         entered.set()
         release.wait(10)
 
-    writing = asyncio.create_task(store.transaction(slow_write, write=True))
+    writing = asyncio.create_task(store.transaction(slow_write, write=True, brief=False))
     try:
         assert await asyncio.to_thread(entered.wait, 10)
+        # a brief write waits for the writing connection on its thread, not on the event loop
+        second = asyncio.create_task(store.add_customer_message(session, "second"))
         # answered while the write is still open (a read queued behind it would time out here)
         history = await asyncio.wait_for(store.list_messages(session.id), 5)
         before = await asyncio.wait_for(store.transaction(_channel(session.id), write=False), 5)
+        assert not second.done()
     finally:
         release.set()
         await writing
+    await asyncio.wait_for(second, 5)
     assert [m.text for m in history] == ["first"]
     assert before == "web"
     assert await store.transaction(_channel(session.id), write=False) == "api"
+    assert [m.text for m in await store.list_messages(session.id)] == ["first", "second"]
+
+
+async def test_a_brief_transaction_runs_on_the_event_loop_and_a_long_one_on_a_thread(store: ConversationStore) -> None:
+    def where(conn: Connection) -> int:
+        conn.execute(text("SELECT 1"))
+        return threading.get_ident()
+
+    loop_thread = threading.get_ident()
+    assert await store.transaction(where, write=True) == loop_thread
+    assert await store.transaction(where, write=False) == loop_thread
+    assert await store.transaction(where, write=True, brief=False) != loop_thread
+    assert await store.transaction(where, write=False, brief=False) != loop_thread
+
+
+async def test_a_writer_outside_the_lock_file_never_stalls_the_event_loop(store: ConversationStore) -> None:
+    """An operator's `sqlite3` shell (here a connection of the test) holds SQLite's write lock: a turn's brief write
+    waits for it on the writing thread, while the event loop goes on serving reads."""
+    session = await store.open_session(session_id="s-1", user_id="u", channel="web")
+    shell = sqlite3.connect(store.engine.url.database or "", isolation_level=None)
+    try:
+        shell.execute("BEGIN IMMEDIATE")
+        shell.execute("UPDATE sessions SET channel = 'api' WHERE id = 's-1'")
+        writing = asyncio.create_task(store.add_customer_message(session, "hello"))
+        await asyncio.sleep(0.3)
+        assert not writing.done()  # held in SQLite's busy handler, the loop would have come back only to its error
+        assert await asyncio.wait_for(store.transaction(_channel("s-1"), write=False), 5) == "web"
+        shell.execute("COMMIT")
+    finally:
+        shell.close()
+    await asyncio.wait_for(writing, 5)
+    assert [m.text for m in await store.list_messages("s-1")] == ["hello"]
+    assert await store.transaction(_channel("s-1"), write=False) == "api"
 
 
 async def test_a_transaction_sent_as_a_read_cannot_write(store: ConversationStore) -> None:

@@ -192,7 +192,7 @@ class ServiceAnalytics:
     async def report(self, *, tenant_id: str, start: datetime, end: datetime) -> ServiceReport:
         as_of = aware(self.clock())
         return await self.store.transaction(
-            lambda conn: self._report(conn, tenant_id, aware(start), aware(end), as_of), write=False
+            lambda conn: self._report(conn, tenant_id, aware(start), aware(end), as_of), write=False, brief=False
         )
 
     def _report(

@@ -238,7 +238,7 @@ class KnowledgeRepository:
     async def current_version(self) -> int:
         """The shared knowledge version: one indexed single-row read."""
         if self._sqlite is not None:
-            return await self._sqlite.run(self.read_version, write=False)
+            return await self._sqlite.run(self.read_version, write=False, brief=True)
         async with self._engine.connect() as conn:
             return await conn.run_sync(self.read_version)
 
@@ -330,11 +330,12 @@ class KnowledgeRepository:
             ).all()
         return {r.search_text: _vectors(r.vector, dim)[0] for r in rows}
 
-    async def _write(self, fn: Callable[[Connection], T]) -> T:
-        """`fn(connection)` as one write transaction: on a SQLite file through the writing thread, which takes turns
-        with every other writer of the file (the conversation store's, other workers'), else on the async driver."""
+    async def _write(self, fn: Callable[[Connection], T], *, brief: bool = False) -> T:
+        """`fn(connection)` as one write transaction: on a SQLite file through the store's writing connection, which
+        takes turns with every other writer of the file (the conversation store's, other workers'), else on the async
+        driver. `brief` (a few rows) may run on the event loop (`SQLiteThread.run`)."""
         if self._sqlite is not None:
-            return await self._sqlite.run(fn, write=True)
+            return await self._sqlite.run(fn, write=True, brief=brief)
         async with self._engine.begin() as conn:
             return await conn.run_sync(fn)
 
@@ -452,7 +453,7 @@ class KnowledgeRepository:
 
         for _ in range(2):
             try:
-                return await self._write(transaction)
+                return await self._write(transaction, brief=True)
             except IntegrityError:
                 continue  # another worker inserted the same question first: count it as an update
         return 1

@@ -302,23 +302,25 @@ class ConversationStore:
         async with self._write_lock:
             yield
 
-    async def _run(self, fn: Callable[[Connection], T], *, write: bool) -> T:
+    async def _run(self, fn: Callable[[Connection], T], *, write: bool, brief: bool = True) -> T:
         """Run `fn` (blocking Core statements on one connection) as one transaction.
 
-        On a SQLite file the whole transaction is one round trip to the store's SQLite threads (its writing thread
-        queues the writers); elsewhere it runs through the async driver (`AsyncConnection.run_sync`), writers
-        holding the write lock on an in-memory SQLite.
+        On a SQLite file it runs on the store's SQLite connections (`SQLiteThread`): a `brief` one (a few indexed
+        rows, as every turn's are) straight on the event loop when it need not wait, any other on a connection's
+        thread. Elsewhere it runs through the async driver (`AsyncConnection.run_sync`), writers holding the write
+        lock on an in-memory SQLite.
         """
         if self._sqlite is not None:
-            return await self._sqlite.run(fn, write=write)
+            return await self._sqlite.run(fn, write=write, brief=brief)
         if write:
             async with self._writing():
                 return await self._run_now(fn)
         return await self._run_now(fn)
 
-    async def transaction(self, fn: Callable[[Connection], T], *, write: bool) -> T:
-        """Run blocking Core statements as one transaction of this store (other stores of the same database)."""
-        return await self._run(fn, write=write)
+    async def transaction(self, fn: Callable[[Connection], T], *, write: bool, brief: bool = True) -> T:
+        """Run blocking Core statements as one transaction of this store (other stores of the same database);
+        `brief=False` for one that reads or writes many rows (a report), so it never holds up the event loop."""
+        return await self._run(fn, write=write, brief=brief)
 
     async def set_owner(self, session_id: str, owner: str) -> None:
         """Hand a session to a person ('human') or back to the bot ('bot')."""
@@ -669,7 +671,7 @@ class ConversationStore:
             self._delete_sessions(conn, ids)
             return len(ids)
 
-        return await self._run(transaction, write=True)
+        return await self._run(transaction, write=True, brief=False)
 
     async def purge_audited(
         self, cutoff: datetime, *, actor: str, data: dict[str, Any], not_since: datetime | None = None
@@ -701,7 +703,7 @@ class ConversationStore:
             _append_audit(conn, [entry])
             return len(ids)
 
-        return await self._run(transaction, write=True)
+        return await self._run(transaction, write=True, brief=False)
 
     @staticmethod
     def _delete_sessions(conn: Connection, ids: list[str]) -> None:
