@@ -8,6 +8,7 @@ brief one that would have to wait, runs on the connection's own thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -15,7 +16,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, create_engine, event
 from sqlalchemy.engine import URL
@@ -34,10 +35,17 @@ class _Busy(Exception):
 
 
 class _NotNow:
-    """`_Lane.now` could not run the transaction on the event loop."""
+    """Why `_Lane.now` could not run a transaction on the calling thread."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+    def __repr__(self) -> str:
+        return f"<not now: {self.why}>"
 
 
-NOT_NOW = _NotNow()
+IN_USE = _NotNow("the lane's thread is using the connection")
+ELSEWHERE = _NotNow("another writer holds the file")
 
 
 def is_sqlite_file(url: URL) -> bool:
@@ -88,21 +96,42 @@ class _Lane:
         self._conn: Connection | None = None
         """Opened by the first transaction and kept: checking a connection out of the pool and back in (with its
         reset rollback) for every transaction cost a tenth of a millisecond each."""
+        self._waiters: list[asyncio.Future[None]] = []
+        """Brief transactions waiting for the lane's thread to let go of the connection (event loop side)."""
         self.ran_now = 0
         self.ran_later = 0
 
+    async def brief(self, fn: Callable[[Connection], T]) -> T:
+        """`fn` in one transaction on the event loop as soon as the connection is free; on the lane's thread if it
+        would have to wait for another writer.
+
+        While the lane's thread uses the connection, it waits for the thread to let go of it rather than queue
+        behind it: a transaction queued on the thread waits for the GIL after every SQLite call, so a queue, once
+        started (by one write that met the WAL checkpointer), would have kept every later one off the event loop.
+        """
+        while True:
+            result = self.now(fn)
+            if result is IN_USE:
+                waiter = asyncio.get_running_loop().create_future()
+                self._waiters.append(waiter)
+                await waiter  # woken by the thread as it lets go of the connection (`_on_thread`)
+            elif result is ELSEWHERE:
+                return await self.later(fn)
+            else:
+                return cast(T, result)
+
     def now(self, fn: Callable[[Connection], T]) -> T | _NotNow:
-        """`fn` in one transaction on the calling thread, or `NOT_NOW` without having run it: the connection is in
-        use, or (a write) another writer holds the lock file or SQLite's write lock."""
+        """`fn` in one transaction on the calling thread, or `IN_USE` / `ELSEWHERE` without having run it: the
+        connection is in use, or (a write) another writer holds the lock file or SQLite's write lock."""
         if not self._in_use.acquire(blocking=False):
-            return NOT_NOW
+            return IN_USE
         try:
             if not self._take_turn(blocking=False):
-                return NOT_NOW
+                return ELSEWHERE
             try:
                 result = self._transaction(fn, wait=False)
             except _Busy:
-                return NOT_NOW
+                return ELSEWHERE
             finally:
                 self._end_turn()
             self.ran_now += 1
@@ -112,17 +141,29 @@ class _Lane:
 
     async def later(self, fn: Callable[[Connection], T]) -> T:
         """`fn` in one transaction on the lane's thread, after the transactions queued before it."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._on_thread, fn)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._on_thread, fn, loop)
 
-    def _on_thread(self, fn: Callable[[Connection], T]) -> T:
-        with self._in_use:
-            self._take_turn(blocking=True)
-            try:
-                result = self._transaction(fn, wait=True)
-            finally:
-                self._end_turn()
+    def _on_thread(self, fn: Callable[[Connection], T], loop: asyncio.AbstractEventLoop) -> T:
+        try:
+            with self._in_use:
+                self._take_turn(blocking=True)
+                try:
+                    result = self._transaction(fn, wait=True)
+                finally:
+                    self._end_turn()
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
+                loop.call_soon_threadsafe(self._wake)
         self.ran_later += 1
         return result
+
+    def _wake(self) -> None:
+        """The connection is free again: every brief transaction waiting for it tries again."""
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _transaction(self, fn: Callable[[Connection], T], *, wait: bool) -> T:
         conn = self._conn
@@ -223,11 +264,7 @@ class SQLiteThread:
         Cancelling the caller does not stop a transaction already running; it finishes (or fails) on its own.
         """
         lane = self._writer if write else self._reader
-        if brief:
-            result = lane.now(fn)
-            if not isinstance(result, _NotNow):
-                return result
-        return await lane.later(fn)
+        return await (lane.brief(fn) if brief else lane.later(fn))
 
     async def aclose(self) -> None:
         """Let running transactions finish, then close the connections."""
