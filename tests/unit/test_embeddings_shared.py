@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -12,7 +13,8 @@ from fastapi import FastAPI
 
 from kefu.api.app import create_app
 from kefu.config import EmbeddingSettings
-from kefu.embeddings.shared import RecentQueries, SharedEmbedders
+from kefu.embeddings.base import Vectors
+from kefu.embeddings.shared import RecentQueries, SharedEmbedders, embed_query
 from kefu.embeddings.testing import HashingEmbedder
 from kefu.llm.testing import ScriptedLLM
 from kefu.services import Services
@@ -42,6 +44,28 @@ def test_a_repeated_query_is_embedded_once_and_passages_are_never_remembered() -
     shared.embed_passages(["p"])
     shared.embed_passages(["p"])
     assert inner.embedded == before + 3
+
+
+async def test_a_remembered_query_is_answered_on_the_event_loop_and_a_new_one_on_a_thread() -> None:
+    threads: list[int] = []
+
+    class Recording(HashingEmbedder):
+        def embed_queries(self, texts: Sequence[str]) -> Vectors:
+            threads.append(threading.get_ident())
+            return super().embed_queries(texts)
+
+    inner = Recording()
+    shared = RecentQueries(inner)
+    assert shared.recall("退货政策是什么？") is None
+    first = await embed_query(shared, "退货政策是什么？")
+    assert threads and threads[0] != threading.get_ident()  # the model ran on a worker thread
+    np.testing.assert_array_equal(first, inner.embed_queries(["退货政策是什么？"])[0])
+    runs = inner.embedded
+    again = await embed_query(shared, "退货政策是什么？")
+    assert inner.embedded == runs
+    np.testing.assert_array_equal(again, first)
+    assert (shared.hits, shared.misses) == (1, 1)
+    np.testing.assert_array_equal(await embed_query(inner, "退货政策是什么？"), first)  # any embedder works
 
 
 def test_one_instance_per_model_and_a_server_per_configuration() -> None:

@@ -7,6 +7,7 @@ stage finds the vector the first one computed.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import threading
 from collections import OrderedDict
@@ -75,11 +76,37 @@ class RecentQueries:
             self.misses += len(unique)
         return np.vstack([found[k] for k in keys]).astype(np.float32, copy=False)
 
+    def recall(self, text: str) -> np.ndarray | None:
+        """The remembered vector of `text`, or None (no model run)."""
+        key = _key(text)
+        with self._lock:
+            vector = self._recent.get(key)
+            if vector is None:
+                return None
+            self._recent.move_to_end(key)
+            self.hits += 1
+        return vector
+
     def embed_passages(self, texts: Sequence[str]) -> Vectors:
         return self.inner.embed_passages(texts)
 
     def close(self) -> None:
         close_embedder(self.inner)
+
+
+async def embed_query(embedder: Embedder, text: str) -> np.ndarray:
+    """The query vector of `text`: a remembered one straight away, else the model's, on a worker thread.
+
+    A turn's stages embed the same message (understanding, the answer cache, retrieval): only the first runs the
+    model. The others had each gone to a thread only to look the vector up, and under load a thread waits for the
+    event loop to let go of the GIL before it can even start.
+    """
+    if isinstance(embedder, RecentQueries):
+        vector = embedder.recall(text)
+        if vector is not None:
+            return vector
+    vectors = await asyncio.to_thread(embedder.embed_queries, [text])
+    return np.asarray(vectors[0], dtype=np.float32)
 
 
 class SharedEmbedders:

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from kefu.config import KnowledgeSettings
 from kefu.embeddings.base import Embedder
 from kefu.embeddings.registry import build_embedder, close_embedder
+from kefu.embeddings.shared import embed_query
 from kefu.errors import ConflictError, DataFileError, NotFoundError, UserError
 from kefu.knowledge.curated import CuratedAnswers, CuratedMatch
 from kefu.knowledge.index.base import IndexChanges, KnowledgeIndex
@@ -348,8 +349,7 @@ class KnowledgeService:
         return SearchFilters(tenant_id=tenant_id, langs=langs)
 
     async def embed_query(self, text: str) -> Vector:
-        vectors = await asyncio.to_thread(self.embedder.embed_queries, [text])
-        return np.asarray(vectors[0], dtype=np.float32)
+        return await embed_query(self.embedder, text)
 
     def exact_curated(self, question: str, *, tenant_id: str) -> CuratedMatch | None:
         """A curated entry phrased exactly like the question (quick-reply buttons, repeated questions)."""
@@ -399,9 +399,10 @@ class KnowledgeService:
         k = k or self.settings.top_k
         filters = self.filters(tenant_id, language)
 
+        query_vector = vector if vector is not None else await embed_query(self.embedder, query)
+
         def run() -> list[SearchHit]:
             terms = self.tokenizer.terms(query) if mode != "dense" else []
-            query_vector = vector if vector is not None else self.embedder.embed_queries([query])[0]
             return index.search(
                 query,
                 terms,

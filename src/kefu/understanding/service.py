@@ -7,7 +7,6 @@ LLM fallback for the turns the classifier is unsure about.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
@@ -24,6 +23,7 @@ from kefu.config import EmbeddingSettings, Settings
 from kefu.embeddings.base import Embedder
 from kefu.embeddings.cache import CachedEmbedder
 from kefu.embeddings.registry import build_embedder
+from kefu.embeddings.shared import embed_query
 from kefu.language import Language, detect_language, language_mix
 from kefu.llm.base import LLMBackend
 from kefu.llm.types import Message
@@ -206,9 +206,14 @@ class Understanding:
         asked, which takes it whatever its intent), or None; only asked when the classifier is unsure.
         """
         state = state or DialogueState()
-        # Embedding the message is CPU work outside the GIL (milliseconds): keep the event loop serving others.
-        result, vector, prediction = await asyncio.to_thread(
-            self._analyse, text, history, now or self.now(), state, default_language
+        # Embedding the message is CPU work outside the GIL (milliseconds): a thread runs the model, unless another
+        # stage or turn already has, while the event loop serves others. The rest, Python through and through, runs
+        # here: on a thread it had only waited for the event loop to let go of the GIL.
+        started = time.perf_counter()
+        embedded = await embed_query(self.embedder, self.entities.identifiers.without_references(text))
+        embedded_ms = (time.perf_counter() - started) * 1000
+        result, vector, prediction = self._analyse(
+            text, history, now or self.now(), state, default_language, embedded=(embedded, embedded_ms)
         )
         if not result.intent.needed_llm or llm is None or self.fallback is None or self.model is None:
             return result
@@ -235,8 +240,16 @@ class Understanding:
         return replace(result, intent=decision, route=route, latency_ms=latency)
 
     def _analyse(
-        self, text: str, history: Sequence[Message], now: datetime, state: DialogueState, default_language: Language
+        self,
+        text: str,
+        history: Sequence[Message],
+        now: datetime,
+        state: DialogueState,
+        default_language: Language,
+        *,
+        embedded: tuple[npt.NDArray[np.float32], float] | None = None,
     ) -> tuple[UnderstandingResult, npt.NDArray[np.float32] | None, Prediction | None]:
+        """`embedded`: the vector of the message's semantic text and the ms it took, when the caller has it."""
         timings: dict[str, float] = {}
         clock = time.perf_counter()
 
@@ -257,8 +270,12 @@ class Understanding:
             hit = RuleMatcher.decide(self.rules.match(text, {e.type for e in entities}))
         lap("rules")
         semantic = self.entities.identifiers.without_references(text)
-        vector = self.embedder.embed_queries([semantic])[0]
-        lap("embed")
+        if embedded is None:
+            vector = self.embedder.embed_queries([semantic])[0]
+            lap("embed")
+        else:
+            vector, timings["embed"] = embedded
+            clock = time.perf_counter()
         prediction = self.model.predict(vector, semantic) if self.model is not None else None
         lap("classify")
         emotion = self.emotion.detect(text, vector)
