@@ -98,8 +98,6 @@ class _Lane:
         reset rollback) for every transaction cost a tenth of a millisecond each."""
         self._waiters: list[asyncio.Future[None]] = []
         """Brief transactions waiting for the lane's thread to let go of the connection (event loop side)."""
-        self.ran_now = 0
-        self.ran_later = 0
 
     async def brief(self, fn: Callable[[Connection], T]) -> T:
         """`fn` in one transaction on the event loop as soon as the connection is free; on the lane's thread if it
@@ -134,7 +132,6 @@ class _Lane:
                 return ELSEWHERE
             finally:
                 self._end_turn()
-            self.ran_now += 1
             return result
         finally:
             self._in_use.release()
@@ -155,7 +152,6 @@ class _Lane:
         finally:
             with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
                 loop.call_soon_threadsafe(self._wake)
-        self.ran_later += 1
         return result
 
     def _wake(self) -> None:
