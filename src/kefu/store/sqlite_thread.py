@@ -48,6 +48,11 @@ IN_USE = _NotNow("the lane's thread is using the connection")
 ELSEWHERE = _NotNow("another writer holds the file")
 
 
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 def is_sqlite_file(url: URL) -> bool:
     """A SQLite database in a file (an in-memory one cannot be shared with a second engine)."""
     database = url.database or ""
@@ -97,7 +102,8 @@ class _Lane:
         """Opened by the first transaction and kept: checking a connection out of the pool and back in (with its
         reset rollback) for every transaction cost a tenth of a millisecond each."""
         self._waiters: list[asyncio.Future[None]] = []
-        """Brief transactions waiting for the lane's thread to let go of the connection (event loop side)."""
+        """Brief transactions waiting for the lane's thread to let go of the connection."""
+        self._waiters_lock = threading.Lock()
 
     async def brief(self, fn: Callable[[Connection], T]) -> T:
         """`fn` in one transaction on the event loop as soon as the connection is free; on the lane's thread if it
@@ -111,8 +117,10 @@ class _Lane:
             result = self.now(fn)
             if result is IN_USE:
                 waiter = asyncio.get_running_loop().create_future()
-                self._waiters.append(waiter)
-                await waiter  # woken by the thread as it lets go of the connection (`_on_thread`)
+                with self._waiters_lock:
+                    self._waiters.append(waiter)
+                if self._in_use.locked():  # else it was let go of meanwhile: try again now
+                    await waiter  # woken as the connection is let go of (`_let_go`)
             elif result is ELSEWHERE:
                 return await self.later(fn)
             else:
@@ -134,32 +142,33 @@ class _Lane:
                 self._end_turn()
             return result
         finally:
-            self._in_use.release()
+            self._let_go()
 
     async def later(self, fn: Callable[[Connection], T]) -> T:
         """`fn` in one transaction on the lane's thread, after the transactions queued before it."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._on_thread, fn, loop)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._on_thread, fn)
 
-    def _on_thread(self, fn: Callable[[Connection], T], loop: asyncio.AbstractEventLoop) -> T:
+    def _on_thread(self, fn: Callable[[Connection], T]) -> T:
+        self._in_use.acquire()
         try:
-            with self._in_use:
-                self._take_turn(blocking=True)
-                try:
-                    result = self._transaction(fn, wait=True)
-                finally:
-                    self._end_turn()
+            self._take_turn(blocking=True)
+            try:
+                return self._transaction(fn, wait=True)
+            finally:
+                self._end_turn()
         finally:
-            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
-                loop.call_soon_threadsafe(self._wake)
-        return result
+            self._let_go()
 
-    def _wake(self) -> None:
-        """The connection is free again: every brief transaction waiting for it tries again."""
-        waiters, self._waiters = self._waiters, []
+    def _let_go(self) -> None:
+        """Free the connection, and wake every brief transaction waiting for it (on its own event loop)."""
+        self._in_use.release()
+        if not self._waiters:
+            return
+        with self._waiters_lock:
+            waiters, self._waiters = self._waiters, []
         for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+            with contextlib.suppress(RuntimeError):  # its loop has closed: nobody waits any more
+                waiter.get_loop().call_soon_threadsafe(_resolve, waiter)
 
     def _transaction(self, fn: Callable[[Connection], T], *, wait: bool) -> T:
         conn = self._conn
