@@ -243,8 +243,9 @@ class SQLiteThread:
     Even one round trip per transaction was too many. In the one-worker load test a writing thread was busy 98% of
     the time, each transaction taking 1.6–2.3 ms of wall time for 0.34 ms of CPU: SQLite's C code lets go of the
     GIL for every statement, and each time the thread had to wait for the event loop to hand it back. Run on the
-    event loop instead, a turn's three brief writes cost it about 1 ms of CPU and wait for nothing: one worker went
-    from 108 to 178 turns/s, and its p99 at 150 turns/s offered from 846 to 81 ms. A brief transaction still
+    event loop instead, a turn's three brief writes cost it about 1 ms of CPU and wait for nothing: in interleaved
+    load tests one worker went from 108–117 to 165–179 turns/s (the store change alone), and the overhead
+    benchmark's CPU per turn from 4.7 to 2.8–3.0 ms. A brief transaction still
     goes to the thread when it would have to wait: its connection is busy on the thread, another writer (a second
     worker, the knowledge store) holds the lock file, or a writer outside it (an operator's `sqlite3` shell, the
     WAL checkpointer's RESTART) holds SQLite's write lock; the loop never sleeps in SQLite's busy handler.
