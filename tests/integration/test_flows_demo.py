@@ -241,3 +241,6 @@ async def test_the_answer_to_the_flows_question_goes_to_the_flow_without_asking_
     else:
         assert "不一致" in answered["reply"] or "不匹配" in answered["reply"], answered["reply"]
     assert llm.calls == []
+    # recorded under the task the customer is doing, not the classifier's guess at four digits ("oos")
+    assert asked["intent"] == "track_order"
+    assert answered["intent"] == "track_order"

@@ -256,6 +256,23 @@ async def test_a_return_is_collected_verified_confirmed_and_filed(engine: FlowEn
     assert chat.state.recent[-1]["outcome"] == "completed"
 
 
+async def test_a_run_keeps_the_intent_that_started_it_through_a_save_and_an_older_saved_state_still_loads(
+    engine: FlowEngine,
+) -> None:
+    chat = Chat(engine)
+    turn = FlowTurn(
+        session_id="s1", text="我要退货", language="zh", start=engine.library.get("return"), intent="return"
+    )
+    await chat.engine.handle(chat.state, turn)
+    saved = chat.fork().state
+    assert saved.active is not None and saved.active.intent == "return"
+
+    older = chat.state.to_json()
+    del older["active"]["intent"]  # saved before runs kept their intent
+    loaded = SessionDialogue.from_json(older, chat.state.version)
+    assert loaded.active is not None and loaded.active.intent is None and loaded.active.flow == "return"
+
+
 async def test_the_flow_runs_in_english_too(engine: FlowEngine) -> None:
     chat = Chat(engine)
 

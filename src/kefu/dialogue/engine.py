@@ -84,6 +84,8 @@ class FlowTurn:
     entities: Sequence[Entity] = ()
     start: Flow | None = None
     """The flow this message's intent would start (the router chose a flow handler)."""
+    intent: str | None = None
+    """The message's intent, kept on a run it starts (`FlowRun.intent`)."""
     digression: bool = False
     """The message confidently asks something else (a policy question): answer it, then resume."""
     resolve_pii: Callable[[str], str | None] = lambda token: None
@@ -275,7 +277,13 @@ class FlowEngine:
         carried: dict[str, tuple[str, Any]] | None = None,
     ) -> FlowOutcome:
         """Start `flow`; `carried` (entity type → slot value) keeps what the customer already said when switching."""
-        run = FlowRun(flow=flow.name, run_id=uuid.uuid4().hex[:16], step=flow.steps[0].id, language=turn.language)
+        run = FlowRun(
+            flow=flow.name,
+            run_id=uuid.uuid4().hex[:16],
+            step=flow.steps[0].id,
+            language=turn.language,
+            intent=turn.intent,
+        )
         context_filled: list[str] = []
         for name, spec in flow.slots.items():
             value = self._extract(spec, turn, prefill=True)

@@ -38,6 +38,8 @@ class FlowRun:
     started_at: str = field(default_factory=lambda: utcnow().isoformat())
     language: str = "zh"
     """The language the flow is conducted in; a reply of only numbers or codes keeps it."""
+    intent: str | None = None
+    """The intent that started the run: the run's later turns ("0827", "是的") are recorded under it."""
 
     @property
     def awaiting_kind(self) -> str | None:

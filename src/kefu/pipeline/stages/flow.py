@@ -65,7 +65,12 @@ class RunFlow:
             if state.active is not None and _language_neutral(ctx.input.text, entities):
                 ctx.language = "en" if state.active.language == "en" else "zh"
             turn = flow_turn(ctx, deps, entities, start=start, digression=digression)
+            open_run = state.active
             outcome = await dialogue.engine.handle(state, turn)
+            if outcome.handled and open_run is not None and open_run.intent and "started" not in outcome.events:
+                # The open flow took the message ("0827" for the phone digits it asked for): the turn is that
+                # task's, whatever the classifier made of four digits (the understanding trace keeps its guess).
+                ctx.intent = open_run.intent
             apply_flow_outcome(ctx, outcome)
             ctx.resume_prompt = outcome.resume_prompt
         await dialogue.states.save(ctx.session.id, ctx.session.tenant_id, state)
@@ -92,6 +97,7 @@ def flow_turn(
         language=ctx.language,
         entities=entities,
         start=start,
+        intent=ctx.intent,
         digression=digression,
         resolve_pii=(lambda token: vault.original(token, cipher)) if vault is not None else lambda token: None,
     )
