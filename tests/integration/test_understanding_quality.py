@@ -87,3 +87,37 @@ def test_an_order_number_in_the_message_does_not_change_its_intent(tmp_path_fact
     assert report.in_scope_accuracy >= 0.93, report.errors
     assert report.oos_recall is not None and report.oos_recall >= 0.8, report.errors
     assert report.llm_fallback_share < 0.25
+
+
+def test_a_greeting_in_front_of_a_question_does_not_change_its_intent(
+    report: IntentEvalReport, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Customers open with a greeting: "你好，满多少包邮？", "Hi, where's my package?". Read whole, such a question
+    is half a greeting to the classifier: on this set, prefixed so, a quarter of the turns had needed the LLM fallback
+    (an eighth without the greeting) and 2 points more were wrong. The classifier now reads what follows the
+    greeting (`understanding/data/openers.yaml`)."""
+    import csv
+    import random
+
+    rng = random.Random(11)
+    openers = {
+        "zh": ["你好，", "您好！", "亲，", "在吗？", "请问", "麻烦问一下，", "哈喽～", "你好 "],
+        "en": ["Hi, ", "Hello! ", "Hey there, ", "Good morning, ", "Quick question: ", "Excuse me, ", "hi "],
+    }
+    with (DEMO_SHOP / "eval" / "intents_test.csv").open(encoding="utf-8") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["label"] not in ("greeting", "thanks_goodbye")]
+    test = tmp_path_factory.mktemp("greetings") / "intents_test_with_greetings.csv"
+    with test.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        for row in rows:
+            zh = any("\u4e00" <= c <= "\u9fff" for c in row["text"])
+            writer.writerow([rng.choice(openers["zh" if zh else "en"]) + row["text"], row["label"]])
+    embedder = CachedEmbedder(build_embedder(EmbeddingSettings()), UNDERSTANDING_CACHE)
+    try:
+        greeted = run_intent_eval(DEMO_SHOP / "intents.yaml", test, embedder, cache_dir=UNDERSTANDING_CACHE)
+    finally:
+        embedder.save()
+    assert greeted.in_scope_accuracy >= report.in_scope_accuracy - 0.01, greeted.errors
+    assert greeted.oos_recall is not None and greeted.oos_recall >= 0.85, greeted.errors
+    assert greeted.llm_fallback_share <= report.llm_fallback_share + 0.02

@@ -42,6 +42,7 @@ from kefu.understanding.classifier import (
 from kefu.understanding.emotion import DEFAULT_EMOTION_FILE, EmotionDetector
 from kefu.understanding.entities import EntityExtractor, load_shop_formats
 from kefu.understanding.llm_fallback import LLMIntentFallback
+from kefu.understanding.openers import DEFAULT_OPENERS_FILE, Openers
 from kefu.understanding.router import Router, RouterWeights
 from kefu.understanding.rules import RuleMatcher
 from kefu.understanding.types import (
@@ -63,6 +64,7 @@ class UnderstandingConfig:
     shop_dir: Path | None = None
     intents_file: Path | None = None
     emotion_file: Path = DEFAULT_EMOTION_FILE
+    openers_file: Path = DEFAULT_OPENERS_FILE
     cache_dir: Path | None = None
     training: TrainingOptions = field(default_factory=TrainingOptions)
     oos_threshold: float | None = None
@@ -94,8 +96,11 @@ class Understanding:
         timezone: str = "Asia/Shanghai",
         intents_file: Path | None = None,
         settle_alike: bool = True,
+        openers: Openers | None = None,
     ) -> None:
         self.embedder = embedder
+        self.openers = openers or Openers(())
+        """Greetings and preambles the classifier reads past ("你好，退货政策是什么？" is about returns)."""
         self.entities = entities
         self.emotion = emotion
         self.router = router
@@ -117,6 +122,7 @@ class Understanding:
         formats = load_shop_formats(config.shop_dir)
         entities = EntityExtractor.for_shop(config.shop_dir)
         emotion = EmotionDetector.load(config.emotion_file, cached)
+        openers = Openers.load(config.openers_file)
         intents_file = config.intents_file
         if intents_file is None and config.shop_dir is not None and (config.shop_dir / "intents.yaml").is_file():
             intents_file = config.shop_dir / "intents.yaml"
@@ -145,6 +151,7 @@ class Understanding:
             timezone=formats.locale.timezone,
             intents_file=intents_file,
             settle_alike=config.settle_alike,
+            openers=openers,
         )
 
     @staticmethod
@@ -210,7 +217,7 @@ class Understanding:
         # stage or turn already has, while the event loop serves others. The rest, Python through and through, runs
         # here: on a thread it had only waited for the event loop to let go of the GIL.
         started = time.perf_counter()
-        embedded = await embed_query(self.embedder, self.entities.identifiers.without_references(text))
+        embedded = await embed_query(self.embedder, self.semantic_text(text))
         embedded_ms = (time.perf_counter() - started) * 1000
         result, vector, prediction = self._analyse(
             text, history, now or self.now(), state, default_language, embedded=(embedded, embedded_ms)
@@ -238,6 +245,11 @@ class Understanding:
             )
         route = self.router.route(decision, result.entities, result.emotion, state)
         return replace(result, intent=decision, route=route, latency_ms=latency)
+
+    def semantic_text(self, text: str) -> str:
+        """What the message is about, as the classifier, the answer cache and retrieval read it: without the shop's
+        order and tracking numbers, and without greetings in front ("你好，请问退货政策" → "退货政策")."""
+        return self.openers.strip(self.entities.identifiers.without_references(text))
 
     def _analyse(
         self,
@@ -269,7 +281,7 @@ class Understanding:
         if self.rules is not None:
             hit = RuleMatcher.decide(self.rules.match(text, {e.type for e in entities}))
         lap("rules")
-        semantic = self.entities.identifiers.without_references(text)
+        semantic = self.semantic_text(text)
         if embedded is None:
             vector = self.embedder.embed_queries([semantic])[0]
             lap("embed")
@@ -337,6 +349,7 @@ def build_understanding(
         shop_dir=settings.shop.dir,
         intents_file=options.intents_file,
         emotion_file=options.emotion_file or DEFAULT_EMOTION_FILE,
+        openers_file=options.openers_file or DEFAULT_OPENERS_FILE,
         cache_dir=options.cache_dir or settings.data_dir / "understanding",
         training=TrainingOptions(c=options.classifier_c, text_features=options.text_features),
         oos_threshold=options.oos_threshold,

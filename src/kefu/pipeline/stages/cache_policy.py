@@ -187,7 +187,7 @@ def _settings_fingerprint(deps: TurnDeps) -> str:
     parts: list[str] = [
         settings.knowledge.model_dump_json(exclude={"source_dir", "milvus_uri", "milvus_token", "embedding"}),
         settings.knowledge.embedding.model_dump_json(exclude={"api_key"}),
-        settings.understanding.model_dump_json(exclude={"cache_dir", "intents_file", "emotion_file"}),
+        settings.understanding.model_dump_json(exclude={"cache_dir", "intents_file", "emotion_file", "openers_file"}),
         settings.chat.model_dump_json(),
         deps.shop.model_dump_json(),
     ]
