@@ -39,7 +39,7 @@ class Openers:
         data = load_yaml_model(path, OpenersFile)
         return cls([*data.zh, *data.en])
 
-    def strip(self, text: str) -> str:
+    def read_past(self, text: str) -> str:
         """`text` without its leading openers, when what follows says something on its own (three Chinese characters
         or three words); else `text` unchanged ("你好啊客服" is a greeting)."""
         if self._pattern is None:

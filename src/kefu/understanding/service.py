@@ -249,7 +249,7 @@ class Understanding:
     def semantic_text(self, text: str) -> str:
         """What the message is about, as the classifier, the answer cache and retrieval read it: without the shop's
         order and tracking numbers, and without greetings in front ("你好，请问退货政策" → "退货政策")."""
-        return self.openers.strip(self.entities.identifiers.without_references(text))
+        return self.openers.read_past(self.entities.identifiers.without_references(text))
 
     def _analyse(
         self,
