@@ -93,8 +93,8 @@ def test_a_greeting_in_front_of_a_question_does_not_change_its_intent(
     report: IntentEvalReport, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """Customers open with a greeting: "你好，满多少包邮？", "Hi, where's my package?". Read whole, such a question
-    is half a greeting to the classifier: on this set, prefixed so, a quarter of the turns had needed the LLM fallback
-    (an eighth without the greeting) and 2 points more were wrong. The classifier now reads what follows the
+    is half a greeting to the classifier: on this set, prefixed so, 30% of the turns had needed the LLM fallback (15%
+    without the greeting) and in-scope accuracy was 93.8% (96.7%). The classifier now reads what follows the
     greeting (`understanding/data/openers.yaml`)."""
     import csv
     import random
