@@ -44,10 +44,11 @@ class Openers:
         or three words); else `text` unchanged ("你好啊客服" is a greeting)."""
         if self._pattern is None:
             return text
-        match = self._pattern.match(text.lstrip())
+        start = text.lstrip()
+        match = self._pattern.match(start)
         if match is None:
             return text
-        rest = text.lstrip()[match.end() :].strip()
+        rest = start[match.end() :].strip()
         if len(_CJK.findall(rest)) >= 3 or len(_WORD.findall(rest)) >= 3:
             return rest
         return text

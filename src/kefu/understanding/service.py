@@ -216,11 +216,12 @@ class Understanding:
         # Embedding the message is CPU work outside the GIL (milliseconds): a thread runs the model, unless another
         # stage or turn already has, while the event loop serves others. The rest, Python through and through, runs
         # here: on a thread it had only waited for the event loop to let go of the GIL.
+        semantic = self.semantic_text(text)
         started = time.perf_counter()
-        embedded = await embed_query(self.embedder, self.semantic_text(text))
+        embedded = await embed_query(self.embedder, semantic)
         embedded_ms = (time.perf_counter() - started) * 1000
         result, vector, prediction = self._analyse(
-            text, history, now or self.now(), state, default_language, embedded=(embedded, embedded_ms)
+            text, history, now or self.now(), state, default_language, embedded=(semantic, embedded, embedded_ms)
         )
         if not result.intent.needed_llm or llm is None or self.fallback is None or self.model is None:
             return result
@@ -259,9 +260,9 @@ class Understanding:
         state: DialogueState,
         default_language: Language,
         *,
-        embedded: tuple[npt.NDArray[np.float32], float] | None = None,
+        embedded: tuple[str, npt.NDArray[np.float32], float] | None = None,
     ) -> tuple[UnderstandingResult, npt.NDArray[np.float32] | None, Prediction | None]:
-        """`embedded`: the vector of the message's semantic text and the ms it took, when the caller has it."""
+        """`embedded`: the message's semantic text, its vector and the ms that took, when the caller has them."""
         timings: dict[str, float] = {}
         clock = time.perf_counter()
 
@@ -281,12 +282,12 @@ class Understanding:
         if self.rules is not None:
             hit = RuleMatcher.decide(self.rules.match(text, {e.type for e in entities}))
         lap("rules")
-        semantic = self.semantic_text(text)
         if embedded is None:
+            semantic = self.semantic_text(text)
             vector = self.embedder.embed_queries([semantic])[0]
             lap("embed")
         else:
-            vector, timings["embed"] = embedded
+            semantic, vector, timings["embed"] = embedded
             clock = time.perf_counter()
         prediction = self.model.predict(vector, semantic) if self.model is not None else None
         lap("classify")
