@@ -643,7 +643,6 @@ class ConversationStore:
 
     async def update_session_meta(self, session_id: str, key: str, value: Any) -> None:
         """Set one key of a session's metadata (read-modify-write in one write transaction)."""
-
         await self._run(lambda conn: _set_session_meta(conn, session_id, key, value), write=True)
 
     async def redact_message(
