@@ -277,6 +277,62 @@ async def test_a_write_waits_while_another_worker_process_writes_and_reads_go_on
     assert await store.transaction(_channel("s-1"), write=False) == "web"
 
 
+async def test_writes_that_waited_for_another_worker_run_on_the_event_loop_in_order_then_let_the_file_go(
+    store: ConversationStore, tmp_path: Path
+) -> None:
+    """While another process holds the lock file, this worker's writes queue; once it lets go, they run on the event
+    loop one after the other (on the lane's thread each had held the file through its GIL waits), a cancelled one
+    not at all, and the file is free again for the other process."""
+    await store.open_session(session_id="s-1", user_id="u", channel="web")
+    lock_file = tmp_path / "kefu.db.write-lock"
+
+    def set_channel(channel: str) -> Callable[[Connection], int]:
+        def transaction(conn: Connection) -> int:
+            conn.execute(text("UPDATE sessions SET channel = :c WHERE id = 's-1'"), {"c": channel})
+            return threading.get_ident()
+
+        return transaction
+
+    async with _lock_held_by_another_process(lock_file):
+        writes = [
+            asyncio.create_task(store.transaction(set_channel(c), write=True)) for c in ("api", "cancelled", "wechat")
+        ]
+        await asyncio.sleep(0.3)
+        assert not any(w.done() for w in writes)
+        writes[1].cancel()
+    threads = await asyncio.wait_for(asyncio.gather(writes[0], writes[2]), 5)
+    assert threads == [threading.get_ident()] * 2
+    assert writes[1].cancelled()
+    assert await store.transaction(_channel("s-1"), write=False) == "wechat"
+    assert await _lock_is_free(lock_file)
+
+
+async def test_a_write_cancelled_while_its_worker_waits_for_the_file_gives_its_turn_back(
+    store: ConversationStore, tmp_path: Path
+) -> None:
+    lock_file = tmp_path / "kefu.db.write-lock"
+    async with _lock_held_by_another_process(lock_file):
+        opening = asyncio.create_task(store.open_session(session_id="s-1", user_id="u", channel="web"))
+        await asyncio.sleep(0.3)
+        opening.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await opening
+    await asyncio.sleep(0.3)  # the lane's thread takes the file for the cancelled write, then lets it go
+    assert await _lock_is_free(lock_file)
+    assert await store.transaction(_channel("s-1"), write=False) is None
+    session = await asyncio.wait_for(store.open_session(session_id="s-2", user_id="u", channel="web"), 5)
+    assert session.id == "s-2"
+
+
+async def _lock_is_free(lock_file: Path) -> bool:
+    """Whether another process can take the lock file at once."""
+    probe = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _TRY_LOCK, str(lock_file), stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(probe.communicate(), 10)
+    return out.strip() == b"free"
+
+
 async def test_knowledge_writes_take_their_turn_too(store: ConversationStore, tmp_path: Path) -> None:
     """An unanswered question is counted by the knowledge store's writing thread, in turn with the other writers
     (on the async driver it had held SQLite's own write lock across awaits, outside the lock file)."""
@@ -307,4 +363,15 @@ fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
 fcntl.flock(fd, fcntl.LOCK_EX)
 print("held", flush=True)
 sys.stdin.readline()
+"""
+
+_TRY_LOCK = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+except BlockingIOError:
+    print("busy")
+else:
+    print("free")
 """
