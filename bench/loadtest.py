@@ -30,7 +30,6 @@ import json
 import os
 import random
 import shutil
-import sqlite3
 import sys
 import time
 from collections import deque
@@ -42,6 +41,8 @@ from typing import Any
 
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import bindparam, text
+from sqlalchemy.ext.asyncio import create_async_engine
 from websockets.exceptions import WebSocketException
 
 from bench.conversations import KINDS, Conversation, ConversationMix
@@ -443,20 +444,27 @@ def _histogram_delta(
     return out
 
 
-def _read_routes(data_dir: Path, records: list[TurnRecord]) -> dict[str, dict[str, float]]:
-    """Fill each record's route (and a fallback's recorded error) from kefu's store; returns route → stage → mean
-    ms over the phase's replies."""
+async def _read_routes(
+    data_dir: Path, records: list[TurnRecord], database_url: str | None
+) -> dict[str, dict[str, float]]:
+    """Fill each record's route (and a fallback's recorded error) from kefu's store (its SQLite file, or the
+    database `KEFU_DATABASE_URL` names); returns route → stage → mean ms over the phase's replies."""
     ids = [r.message_id for r in records if r.message_id]
     found: dict[str, tuple[str, dict[str, float], str | None]] = {}
-    with sqlite3.connect(data_dir / "kefu.db") as db:
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            rows = db.execute(
-                f"SELECT id, route, stage_latency_ms, error FROM messages WHERE id IN ({','.join('?' * len(chunk))})",
-                chunk,
-            )
-            for message_id, route, stages, error in rows:
-                found[message_id] = (route or "(none)", json.loads(stages or "{}"), error)
+    engine = create_async_engine(database_url or f"sqlite+aiosqlite:///{data_dir / 'kefu.db'}")
+    query = text("SELECT id, route, stage_latency_ms, error FROM messages WHERE id IN :ids").bindparams(
+        bindparam("ids", expanding=True)
+    )
+    try:
+        async with engine.connect() as db:
+            for start in range(0, len(ids), 500):
+                rows = await db.execute(query, {"ids": ids[start : start + 500]})
+                for message_id, route, stages, error in rows:
+                    if isinstance(stages, str):  # SQLite keeps JSON as text; PostgreSQL's driver decodes it
+                        stages = json.loads(stages)
+                    found[message_id] = (route or "(none)", stages or {}, error)
+    finally:
+        await engine.dispose()
     sums: dict[str, dict[str, list[float]]] = {}
     for record in records:
         if record.message_id not in found:
@@ -541,7 +549,9 @@ async def _phase(stack: Stack, plan: LoadTestPlan, mix: ConversationMix, name: s
     run.stages = _histogram_delta(scraped, after, "kefu_stage_duration_seconds")
     run.route_seconds = _histogram_delta(scraped, after, "kefu_turn_duration_seconds")
     run.connect_s = sorted(customers.connect_s)
-    run.stage_ms_by_route = _read_routes(stack.data_dir, run.records)
+    run.stage_ms_by_route = await _read_routes(
+        stack.data_dir, run.records, dict(plan.kefu_env).get("KEFU_DATABASE_URL")
+    )
     return run
 
 
