@@ -30,6 +30,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import sys
 import time
 from collections import deque
@@ -104,10 +105,24 @@ class LoadTestPlan:
     min_scaling: float = 1.3
     """Capacity with two workers over capacity with one; on 2 cores shared with the load generator, the stub
     and the shop's backend, 2.0 is out of reach."""
+    scaling_pairs: int = 3
+    """Short capacity runs, after the phases, alternating between the first and the last worker count: the
+    scaling ratio is the median of theirs, each pair run side by side (the machine's speed drifts by a third within
+    minutes, more than the difference measured)."""
+    pair_duration_s: float = 12.0
 
 
 FULL = LoadTestPlan()
-QUICK = LoadTestPlan(turns=300, duration_s=8.0, rate=40.0, concurrency=16, sequential_turns=30, warmup_turns=40)
+QUICK = LoadTestPlan(
+    turns=300,
+    duration_s=8.0,
+    rate=40.0,
+    concurrency=16,
+    sequential_turns=30,
+    warmup_turns=40,
+    scaling_pairs=1,
+    pair_duration_s=3.0,
+)
 
 
 # --- one turn, one conversation -----------------------------------------------------------------------------
@@ -537,6 +552,8 @@ async def _phase(stack: Stack, plan: LoadTestPlan, mix: ConversationMix, name: s
             run.cut_short = await customers.closed_loop(1, plan.sequential_turns, plan.duration_s)
         elif name == "capacity":
             run.cut_short = await customers.closed_loop(plan.concurrency, plan.turns, plan.duration_s)
+        elif name == PAIRED:
+            run.cut_short = await customers.closed_loop(plan.concurrency, plan.turns, plan.pair_duration_s)
         else:
             offered, run.not_sent, run.cut_short = await customers.open_loop(
                 plan.rate, plan.concurrency, plan.turns, plan.duration_s
@@ -569,20 +586,46 @@ async def _phases(stack: Stack, plan: LoadTestPlan) -> list[PhaseRun]:
     return runs
 
 
+PAIRED = "capacity, paired"
+
+
 def run(options: BenchOptions, plan: LoadTestPlan | None = None) -> SectionResult:
     plan = plan or (QUICK if options.quick else FULL)
     runs: list[PhaseRun] = []
-    with _helpers(plan, options.work_dir) as (stub, shop):
+    pairs: list[tuple[PhaseRun, PhaseRun]] = []
+    with _helpers(plan, options.work_dir) as (stub, shop), ExitStack() as servers:
         progress("loadtest: preparing kefu's data dir (knowledge, models) with one worker")
         prepared = _prepare_data_dir(plan, options.work_dir, stub, shop)
+        stacks = []
         for workers in plan.workers:
-            with _kefu(plan, options.work_dir, prepared, workers, stub, shop) as stack:
-                runs += _measure(stack, plan)
-    return _report(plan, runs, quick=options.quick)
+            # Each kefu stays up (idle) after its phases, for the paired capacity runs.
+            stacks.append(servers.enter_context(_kefu(plan, options.work_dir, prepared, workers, stub, shop)))
+            runs += _measure(stacks[-1], plan)
+        if len(stacks) >= 2 and plan.scaling_pairs > 0:
+            pairs = run_event_loop(lambda: _paired(stacks[0], stacks[-1], plan))
+    return _report(plan, runs, pairs, quick=options.quick)
 
 
 def _measure(stack: Stack, plan: LoadTestPlan) -> list[PhaseRun]:
     return run_event_loop(lambda: _phases(stack, plan))
+
+
+async def _paired(base: Stack, top: Stack, plan: LoadTestPlan) -> list[tuple[PhaseRun, PhaseRun]]:
+    """Capacity runs alternating between two kefu servers, `plan.scaling_pairs` pairs (first one, then the other
+    in odd pairs, the other way round in even ones, so that neither always runs on the warmer cache)."""
+    mix = ConversationMix(
+        DEMO_SHOP, dict(plan.mix), zh_share=plan.zh_share, greeting_share=plan.greeting_share, seed=plan.seed
+    )
+    pairs = []
+    for index in range(plan.scaling_pairs):
+        order = (base, top) if index % 2 == 0 else (top, base)
+        done = {}
+        for stack in order:
+            progress(f"loadtest: {stack.workers} worker(s), {PAIRED} {index + 1}")
+            done[stack.workers] = await _phase(stack, plan, mix, PAIRED, plan.seed + 100 + index)
+            progress(f"loadtest: {_one_line(done[stack.workers])}")
+        pairs.append((done[base.workers], done[top.workers]))
+    return pairs
 
 
 # --- the report ---------------------------------------------------------------------------------------------
@@ -646,7 +689,12 @@ def _find(runs: Sequence[PhaseRun], workers: int, name: str) -> PhaseRun | None:
     return next((r for r in runs if r.workers == workers and r.name == name), None)
 
 
-def _targets(plan: LoadTestPlan, runs: Sequence[PhaseRun]) -> list[Target]:
+def _scaling(pairs: Sequence[tuple[PhaseRun, PhaseRun]]) -> list[float]:
+    """Each pair's capacity ratio, the second worker count's over the first's."""
+    return [top.turns_per_s / base.turns_per_s if base.turns_per_s > 0 else 0.0 for base, top in pairs]
+
+
+def _targets(plan: LoadTestPlan, runs: Sequence[PhaseRun], pairs: Sequence[tuple[PhaseRun, PhaseRun]]) -> list[Target]:
     targets = []
     one = plan.workers[0]
     rate_run = _find(runs, one, "rate")
@@ -660,10 +708,12 @@ def _targets(plan: LoadTestPlan, runs: Sequence[PhaseRun]) -> list[Target]:
     if len(capacities) >= 2 and capacities[0][1] is not None and capacities[-1][1] is not None:
         (w0, base), (w1, top) = capacities[0], capacities[-1]
         assert base is not None and top is not None
-        ratio = top.turns_per_s / base.turns_per_s if base.turns_per_s > 0 else 0.0
+        ratios = _scaling(pairs) or _scaling([(base, top)])
+        ratio = statistics.median(ratios)
+        how = f"median of {len(pairs)} side-by-side pairs" if pairs else "one run each"
         targets.append(
             Target(
-                f"capacity, {w1} workers over {w0} (concurrency {plan.concurrency})",
+                f"capacity, {w1} workers over {w0} (concurrency {plan.concurrency}, {how})",
                 round(ratio, 2),
                 plan.min_scaling,
                 ">=",
@@ -673,6 +723,41 @@ def _targets(plan: LoadTestPlan, runs: Sequence[PhaseRun]) -> list[Target]:
     failed = sum(r.error is not None for run in runs if run.name != "warm-up" for r in run.records)
     targets.append(Target("failed turns, all measured phases", failed, 0, "<=", "turns"))
     return targets
+
+
+def _pairs_text(plan: LoadTestPlan, pairs: Sequence[tuple[PhaseRun, PhaseRun]]) -> str:
+    base, top = pairs[0][0].workers, pairs[0][1].workers
+    rows = [
+        [
+            index + 1,
+            _fmt(b.turns_per_s),
+            _fmt(t.turns_per_s),
+            f"{ratio:.2f}×",
+            f"{_cores(b, 'kefu'):.2f} · {_cpu_ms_per_turn(b):.2f}",
+            f"{_cores(t, 'kefu'):.2f} · {_cpu_ms_per_turn(t):.2f}",
+        ]
+        for index, ((b, t), ratio) in enumerate(zip(pairs, _scaling(pairs), strict=True))
+    ]
+    return "\n".join(
+        [
+            f"**Scaling, side by side** — after the phases, {len(pairs)} pairs of {plan.pair_duration_s:g}-second "
+            f"capacity runs ({plan.concurrency} customers), {base} and {top} worker(s) one right after the other "
+            "(alternating which goes first); the target above is the median of the pairs' ratios. Both servers "
+            "stay up for these: the idle one uses no CPU.",
+            "",
+            md_table(
+                [
+                    "pair",
+                    f"{base}w turns/s",
+                    f"{top}w turns/s",
+                    "ratio",
+                    f"{base}w kefu cores · CPU ms/turn",
+                    f"{top}w kefu cores · CPU ms/turn",
+                ],
+                rows,
+            ),
+        ]
+    )
 
 
 def _summary_rows(runs: Sequence[PhaseRun]) -> list[list[object]]:
@@ -812,8 +897,10 @@ def _run_data(run: PhaseRun) -> dict[str, Any]:
     }
 
 
-def _report(plan: LoadTestPlan, runs: list[PhaseRun], *, quick: bool) -> SectionResult:
-    targets = _targets(plan, runs)
+def _report(
+    plan: LoadTestPlan, runs: list[PhaseRun], pairs: list[tuple[PhaseRun, PhaseRun]], *, quick: bool
+) -> SectionResult:
+    targets = _targets(plan, runs, pairs)
     mix = ", ".join(f"{k} {w:.0%}" for k, w in plan.mix)
     transports = ", ".join(f"{t} {w:.0%}" for t, w in plan.transports)
     measured = [r for r in runs if r.name != "warm-up"]
@@ -857,6 +944,8 @@ def _report(plan: LoadTestPlan, runs: list[PhaseRun], *, quick: bool) -> Section
         "*unexpected*: the conversation's last reply lacked what it must show (the order's details after the "
         "identity check, a handoff when a person was asked for); such turns still count in the latencies.",
     ]
+    if pairs:
+        lines += ["", _pairs_text(plan, pairs)]
     for run in measured:
         if run.name == "sequential" and run.workers != plan.workers[0]:
             continue
@@ -917,7 +1006,11 @@ def _report(plan: LoadTestPlan, runs: list[PhaseRun], *, quick: bool) -> Section
         )
     if quick:
         lines.append("- **Quick smoke run**: counts are too small for the numbers to mean much.")
-    data = {"plan": asdict(plan), "runs": [_run_data(r) for r in runs]}
+    data = {
+        "plan": asdict(plan),
+        "runs": [_run_data(r) for r in runs],
+        "paired_capacity": [{"base": _run_data(b), "top": _run_data(t)} for b, t in pairs],
+    }
     return SectionResult(key=KEY, title=TITLE, markdown="\n".join(lines), data=data, targets=targets)
 
 

@@ -18,6 +18,7 @@ TINY = loadtest.LoadTestPlan(
     concurrency=4,
     sequential_turns=6,
     warmup_turns=6,
+    scaling_pairs=2,
     mix=(("curated", 0.3), ("knowledge", 0.2), ("flow", 0.3), ("handoff", 0.2)),
     transports=(("http", 0.4), ("sse", 0.3), ("ws", 0.3)),
     kefu_env=(
@@ -69,9 +70,18 @@ def test_load_test_measures_one_and_two_workers_over_every_transport(tmp_path: P
     assert names == [
         "1 worker(s), 10 turns/s offered: turns/s answered",
         "1 worker(s), 10 turns/s offered: p99",
-        "capacity, 2 workers over 1 (concurrency 4)",
+        "capacity, 2 workers over 1 (concurrency 4, median of 2 side-by-side pairs)",
         "failed turns, all measured phases",
     ]
     assert result.targets[-1].value == 0 and result.targets[-1].passed
-    for heading in ("| target | measured | limit | result |", "**Where the time goes**", "**CPU per process**"):
+    # The scaling ratio comes from capacity runs of both servers side by side, after the phases.
+    pairs = result.data["paired_capacity"]
+    assert [(p["base"]["workers"], p["top"]["workers"]) for p in pairs] == [(1, 2), (1, 2)]
+    for pair in pairs:
+        for measured in pair.values():
+            assert measured["overall"]["ok"] == 12 and measured["overall"]["errors"] == 0
+    ratios = [p["top"]["overall"]["turns_per_s"] / p["base"]["overall"]["turns_per_s"] for p in pairs]
+    assert min(ratios) - 0.02 <= result.targets[2].value <= max(ratios) + 0.02  # their median (rounded rates)
+    headings = ("| target | measured | limit | result |", "**Where the time goes**", "**CPU per process**")
+    for heading in (*headings, "**Scaling, side by side**"):
         assert heading in result.markdown
