@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from kefu.errors import ConflictError
@@ -19,6 +19,14 @@ from kefu.store.dialogue_models import DialogueStateRow
 from kefu.store.models import utcnow
 
 _STATES = cast(Table, DialogueStateRow.__table__)
+# Built once: a statement's construction costs more than its run (names bound are no column's, as update() requires).
+_LOAD = select(_STATES.c.data, _STATES.c.version).where(_STATES.c.session_id == bindparam("b_session_id"))
+_INSERT = insert(_STATES)
+_UPDATE = (
+    update(_STATES)
+    .where(_STATES.c.session_id == bindparam("b_session_id"), _STATES.c.version == bindparam("b_expected"))
+    .values(data=bindparam("b_data"), version=bindparam("b_version"), updated_at=bindparam("b_now"))
+)
 _RECENT_FLOWS = 5
 
 
@@ -135,8 +143,9 @@ class DialogueStates:
         nothing is read (a turn of the same session that saves first is caught by `save` as a conflict)."""
         if new_session:
             return SessionDialogue()
-        query = select(_STATES.c.data, _STATES.c.version).where(_STATES.c.session_id == session_id)
-        row = await self.store.transaction(lambda conn: conn.execute(query).first(), write=False)
+        row = await self.store.transaction(
+            lambda conn: conn.execute(_LOAD, {"b_session_id": session_id}).first(), write=False
+        )
         if row is None:
             return SessionDialogue()
         return SessionDialogue.from_json(dict(row.data or {}), int(row.version))
@@ -158,12 +167,17 @@ class DialogueStates:
                 # The first state of the session; a row that is there already was saved by another turn since
                 # this one loaded none (the primary key refuses the second): a conflict, as below.
                 values = {"session_id": session_id, "tenant_id": tenant_id, "data": data, "version": 1}
-                conn.execute(insert(_STATES).values(**values, updated_at=now))
+                conn.execute(_INSERT, {**values, "updated_at": now})
                 return 1
             result = conn.execute(
-                update(_STATES)
-                .where(_STATES.c.session_id == session_id, _STATES.c.version == expected)
-                .values(data=data, version=expected + 1, updated_at=now)
+                _UPDATE,
+                {
+                    "b_session_id": session_id,
+                    "b_expected": expected,
+                    "b_data": data,
+                    "b_version": expected + 1,
+                    "b_now": now,
+                },
             )
             return 1 if result.rowcount == 1 else 0
 

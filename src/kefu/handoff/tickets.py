@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Row, Table, func, insert, select, update
+from sqlalchemy import Connection, Row, Table, bindparam, func, insert, select, update
 
 from kefu.errors import ConflictError, NotFoundError
 from kefu.store import ConversationStore
@@ -16,6 +16,10 @@ from kefu.store.repository import aware
 
 _TICKETS = cast(Table, Ticket.__table__)
 OPEN_STATUSES = ("queued", "assigned")
+_OPEN_FOR_SESSION = select(_TICKETS).where(
+    _TICKETS.c.session_id == bindparam("b_session_id"), _TICKETS.c.status.in_(OPEN_STATUSES)
+)
+"""Built once: read on every turn of a session that asked for a person, and by every handoff."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +109,7 @@ class Tickets:
         """The session's open ticket, or a new one; the flag says whether it was created now."""
 
         def transaction(conn: Connection) -> tuple[TicketRecord, bool]:
-            existing = conn.execute(
-                select(_TICKETS).where(_TICKETS.c.session_id == session_id, _TICKETS.c.status.in_(OPEN_STATUSES))
-            ).first()
+            existing = conn.execute(_OPEN_FOR_SESSION, {"b_session_id": session_id}).first()
             if existing is not None:
                 return _record(existing), False
             ticket_id = new_id()
@@ -139,8 +141,9 @@ class Tickets:
         return _record(row)
 
     async def open_for_session(self, session_id: str) -> TicketRecord | None:
-        query = select(_TICKETS).where(_TICKETS.c.session_id == session_id, _TICKETS.c.status.in_(OPEN_STATUSES))
-        row = await self.store.transaction(lambda conn: conn.execute(query).first(), write=False)
+        row = await self.store.transaction(
+            lambda conn: conn.execute(_OPEN_FOR_SESSION, {"b_session_id": session_id}).first(), write=False
+        )
         return _record(row) if row is not None else None
 
     async def queue(

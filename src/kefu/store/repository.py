@@ -80,6 +80,15 @@ _SESSION_MESSAGES = _newest_of_session(_MESSAGE_COLUMNS)
 _SESSION_WORDS = _newest_of_session(_WORD_COLUMNS)
 _INSERT_SESSION = insert(_SESSIONS)
 _INSERT_MESSAGE = insert(_MESSAGES)
+# A turn's other statements, built once too (a fifth of the CPU of running one, built each time: 25 against
+# 110 µs for the session's row): bound by name, with names no column has, as update() requires.
+_SESSION_BY_ID = select(*_SESSION_COLUMNS).where(_SESSIONS.c.id == bindparam("b_session_id"))
+_TOUCH_SESSION = (
+    update(_SESSIONS).where(_SESSIONS.c.id == bindparam("b_session_id")).values(updated_at=bindparam("b_now"))
+)
+_MESSAGE_BY_CLIENT_ID = select(*_MESSAGE_COLUMNS).where(
+    _MESSAGES.c.session_id == bindparam("b_session_id"), _MESSAGES.c.client_message_id == bindparam("b_client_id")
+)
 _MAX_TURN_ATTEMPTS = 2
 _PURGE_LOCK = 0x6B656675_7075
 """PostgreSQL advisory lock key of the scheduled purge ("kefu", "pu")."""
@@ -416,8 +425,9 @@ class ConversationStore:
         return _session_record(row) if row is not None else None
 
     async def get_session(self, session_id: str, *, tenant_id: str = "default") -> SessionRecord:
-        query = select(*_SESSION_COLUMNS).where(_SESSIONS.c.id == session_id)
-        row = await self._run(lambda conn: conn.execute(query).first(), write=False)
+        row = await self._run(
+            lambda conn: conn.execute(_SESSION_BY_ID, {"b_session_id": session_id}).first(), write=False
+        )
         if row is None or row.tenant_id != tenant_id:
             raise NotFoundError(f"session {session_id} not found")
         return _session_record(row)
@@ -738,7 +748,7 @@ def _open_session(
 ) -> tuple[SessionRecord, bool]:
     """(the customer's session, whether it was created now), inside the caller's transaction."""
     if session_id is not None:
-        found = conn.execute(select(*_SESSION_COLUMNS).where(_SESSIONS.c.id == session_id)).first()
+        found = conn.execute(_SESSION_BY_ID, {"b_session_id": session_id}).first()
         if found is not None:
             if found.user_id != user_id or found.tenant_id != tenant_id:
                 raise NotFoundError(f"session {session_id} not found for this customer")
@@ -798,16 +808,12 @@ def _insert_message(
         },
     )
     if touch_session:
-        conn.execute(update(_SESSIONS).where(_SESSIONS.c.id == session.id).values(updated_at=now))
+        conn.execute(_TOUCH_SESSION, {"b_session_id": session.id, "b_now": now})
     return message
 
 
 def _find_by_client_id(conn: Connection, session_id: str, client_message_id: str) -> MessageRecord | None:
-    row = conn.execute(
-        select(*_MESSAGE_COLUMNS).where(
-            _MESSAGES.c.session_id == session_id, _MESSAGES.c.client_message_id == client_message_id
-        )
-    ).first()
+    row = conn.execute(_MESSAGE_BY_CLIENT_ID, {"b_session_id": session_id, "b_client_id": client_message_id}).first()
     return _message_record(row) if row is not None else None
 
 
