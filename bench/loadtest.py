@@ -572,10 +572,15 @@ async def _phase(stack: Stack, plan: LoadTestPlan, mix: ConversationMix, name: s
     return run
 
 
-async def _phases(stack: Stack, plan: LoadTestPlan) -> list[PhaseRun]:
-    mix = ConversationMix(
+def _mix(plan: LoadTestPlan) -> ConversationMix:
+    """The measured phases' conversations (the same seed for every server, so each gets the same texts)."""
+    return ConversationMix(
         DEMO_SHOP, dict(plan.mix), zh_share=plan.zh_share, greeting_share=plan.greeting_share, seed=plan.seed
     )
+
+
+async def _phases(stack: Stack, plan: LoadTestPlan) -> list[PhaseRun]:
+    mix = _mix(plan)
     names = ["warm-up", "sequential", "capacity", *(["rate"] if plan.rate > 0 else [])]
     runs = []
     for index, name in enumerate(names):
@@ -613,9 +618,7 @@ def _measure(stack: Stack, plan: LoadTestPlan) -> list[PhaseRun]:
 async def _paired(base: Stack, top: Stack, plan: LoadTestPlan) -> list[tuple[PhaseRun, PhaseRun]]:
     """Capacity runs alternating between two kefu servers, `plan.scaling_pairs` pairs (first one, then the other
     in odd pairs, the other way round in even ones, so that neither always runs on the warmer cache)."""
-    mix = ConversationMix(
-        DEMO_SHOP, dict(plan.mix), zh_share=plan.zh_share, greeting_share=plan.greeting_share, seed=plan.seed
-    )
+    mix = _mix(plan)
     pairs = []
     for index in range(plan.scaling_pairs):
         order = (base, top) if index % 2 == 0 else (top, base)

@@ -261,7 +261,7 @@ class KnowledgeRepository:
         return int(version), [_document(r) for r in rows]
 
     async def _version(self, conn: AsyncConnection) -> int:
-        return int(await conn.scalar(select(_STATE.c.version).where(_STATE.c.id == _STATE_ID)) or 0)
+        return int(await conn.scalar(_CURRENT_VERSION) or 0)
 
     async def document(self, doc_id: str) -> tuple[DocumentRecord, str] | None:
         """A document and its display text (Markdown), or None."""
