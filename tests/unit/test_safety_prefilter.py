@@ -1,18 +1,23 @@
-"""The RE2 prefilter in front of the injection rules: it never hides a rule that matches, so verdicts are unchanged."""
+"""The RE2 prefilter in front of the injection rules, personal data and dates: it never hides a pattern that matches,
+so verdicts and findings are unchanged."""
 
 from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kefu.safety import injection
+from kefu.safety import injection, pii
 from kefu.safety.normalise import read_for_detection
+from kefu.safety.pii import PiiDetector
 from kefu.safety.prefilter import PatternSet, widen_for_re2
+from kefu.understanding.entities import dates
+from kefu.understanding.entities.dates import DateExtractor
 
 REDTEAM = Path(__file__).resolve().parents[1] / "redteam"
 CORPUS = [
@@ -112,3 +117,76 @@ def test_what_re2_cannot_read_falls_back_to_every_rule() -> None:
 def test_the_translation_keeps_literals_and_drops_only_assertions() -> None:
     assert widen_for_re2(r"\bfoo[\w-]{0,3}(?!bar)\b") == r"(?m)foo[\p{L}\p{N}_-]*"
     assert widen_for_re2(r"[\]\b]x\.") == r"(?m)[\]\x{08}]x\."  # \b in a class is a backspace
+
+
+def test_python_escapes_by_code_point_become_re2s() -> None:
+    assert widen_for_re2(r"[\u4e00-\u9fff]{2,7}(?:市|区)\U0001F600") == r"(?m)[\x{4e00}-\x{9fff}]*(?:市|区)\x{0001F600}"
+    address = re.compile(r"[\u4e00-\u9fff]{1,7}(?:路|街)\d+号")
+    pattern_set = PatternSet([address])
+    assert pattern_set._always == []  # RE2 took it: before, `\u` made it always searched
+    assert pattern_set.candidates("寄到文三路90号") == [0]
+    assert pattern_set.candidates("退货政策是什么") == []
+
+
+# --- the other users of the prefilter: personal data and dates ----------------------------------------------------
+
+DEMO_SHOP = Path(__file__).resolve().parents[2] / "examples" / "demo_shop"
+_SHOP_TEXTS = [
+    paragraph
+    for path in sorted((DEMO_SHOP / "knowledge").rglob("*.md"))
+    for paragraph in path.read_text(encoding="utf-8").split("\n\n")
+] + [
+    json.loads(line)["text"]
+    for line in (DEMO_SHOP / "eval" / "entities_test.jsonl").read_text(encoding="utf-8").splitlines()
+    if line.strip()
+]
+_PERSONAL_AND_DATES = [
+    "我的手机是 138 1234 5678，邮箱 li.lei@example.com，身份证 11010519491231002X",
+    "卡号 6222 0212 3456 7890 128，座机 (0571)87654321-12，护照 E12345678",
+    "寄到浙江省杭州市西湖区文三路90号5栋301室",
+    "Ship it to 221 Baker Street, Apt 4B by next Friday",
+    "2026年11月3日下的单，下周三能到吗？3天前催过，12/25 之前要",
+    "I ordered on Nov 3rd, 2026 and it was due 2 weeks ago, or in 3 days, the day after tomorrow?",
+    "上个月15号买的，这个月20日还没到；10号 not 10号码",
+]
+_FRAGMENTS_PII = [*_PERSONAL_AND_DATES, "LM26110625", "0827", "13851335197", "号", "路", "Street", "周三", "Monday"]
+
+
+class _NoFilter:
+    """A prefilter that knows nothing: every pattern is searched."""
+
+    def candidates(self, text: str) -> None:
+        return None
+
+
+def _findings(text: str) -> tuple[object, ...]:
+    return (PiiDetector()._find(text), DateExtractor().extract(text, datetime(2026, 12, 7)))
+
+
+def _findings_searching_everything(monkeypatch: pytest.MonkeyPatch, text: str) -> tuple[object, ...]:
+    with monkeypatch.context() as patched:
+        patched.setattr(pii, "PatternSet", lambda patterns: _NoFilter())
+        patched.setattr(dates, "_PREFILTER", _NoFilter())
+        return _findings(text)
+
+
+@pytest.mark.parametrize("text", _SHOP_TEXTS + _PERSONAL_AND_DATES)
+def test_personal_data_and_dates_are_found_as_searching_every_pattern_finds_them(
+    monkeypatch: pytest.MonkeyPatch, text: str
+) -> None:
+    assert _findings(text) == _findings_searching_everything(monkeypatch, text)
+
+
+def test_the_examples_hold_what_they_test() -> None:
+    kinds = {m.kind for text in _PERSONAL_AND_DATES for m in PiiDetector().find(text)}
+    assert kinds == {"PHONE", "EMAIL", "ID", "CARD", "LANDLINE", "PASSPORT", "ADDRESS"}
+    dates = [e for text in _PERSONAL_AND_DATES for e in DateExtractor().extract(text, datetime(2026, 12, 7))]
+    assert len(dates) >= 10
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(_FRAGMENTS_PII), _PIECES), min_size=1, max_size=8))
+def test_any_mix_finds_what_searching_every_pattern_finds(pieces: list[str]) -> None:
+    text = "".join(pieces)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        assert _findings(text) == _findings_searching_everything(monkeypatch, text)

@@ -7,6 +7,7 @@ most of their content words with the passages they cite. What fails is never sho
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -72,8 +73,12 @@ def _canonical(number: str) -> str:
     return value.lstrip("0") or "0"
 
 
-def extract_numbers(text: str) -> set[str]:
-    """Canonical numbers in a text: "¥1,799.00" → "1799", "七天" → "7", "seven" → "7", "16:00" → "16:00"."""
+@functools.lru_cache(maxsize=2048)
+def extract_numbers(text: str) -> frozenset[str]:
+    """Canonical numbers in a text: "¥1,799.00" → "1799", "七天" → "7", "seven" → "7", "16:00" → "16:00".
+
+    Kept for the last texts read: every grounded answer reads its passages again, and the same passages and
+    answers keep coming."""
     text = unicodedata.normalize("NFKC", text)
     found: set[str] = set()
     for hour, minute in _CLOCK.findall(text):
@@ -85,7 +90,7 @@ def extract_numbers(text: str) -> set[str]:
         if value is not None:
             found.add(str(value))
     found.update(str(_EN_NUMBERS[m.lower()]) for m in _EN_WORD.findall(text))
-    return found
+    return frozenset(found)
 
 
 def strip_markers(text: str) -> str:
@@ -193,5 +198,5 @@ class GroundingChecker:
 class Sources:
     """What an answer may draw on: the numbers and content words of its passages."""
 
-    numbers: set[str]
+    numbers: frozenset[str]
     terms: frozenset[str]

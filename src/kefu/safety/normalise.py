@@ -123,11 +123,18 @@ def warm() -> None:
     _converter()
 
 
+MEMO_SIZE = 2048
+"""Texts whose readings are kept: the guards read every message and reply, and the same texts keep coming (an FAQ's
+answer, a flow's prompt, "转人工"); the model check reads a message the patterns already read."""
+
+
+@functools.lru_cache(maxsize=MEMO_SIZE)
 def fold(text: str) -> str:
     """The folded text alone: NFKC, invisible characters removed, look-alike letters Latin, simplified characters."""
     return _fold(text)[0]
 
 
+@functools.lru_cache(maxsize=MEMO_SIZE)
 def read_for_detection(text: str) -> Reading:
     """The folded text, plus a reading for each trick the text uses (none for an ordinary message)."""
     folded, tricks = _fold(text)

@@ -14,9 +14,11 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
+from functools import lru_cache
 from typing import Any
 
 from kefu.safety.crypto import TextCipher
+from kefu.safety.prefilter import PatternSet
 
 # Detection order decides overlaps: the more specific (validated) kinds win.
 KINDS = ("EMAIL", "ID", "CARD", "PHONE", "LANDLINE", "PASSPORT", "ADDRESS")
@@ -127,32 +129,48 @@ class PiiMatch:
 
 
 class PiiDetector:
-    """Finds personal data: the built-in kinds plus operator patterns (KIND → regex)."""
+    """Finds personal data: the built-in kinds plus operator patterns (KIND → regex).
+
+    A turn scans its message and its reply (the reply several times: the output guard, the cache's policy), and
+    the same texts come back turn after turn (an FAQ's answer, a flow's prompt): the last `MEMO_SIZE` texts' findings
+    are kept. A new text is scanned by RE2 first (`PatternSet`, one pass), and only the patterns it may match are
+    searched with Python's, which decides: the address pattern alone, run at every position of a long reply, had
+    cost more than all the others together.
+    """
+
+    MEMO_SIZE = 2048
 
     def __init__(self, extra_patterns: Mapping[str, str] | None = None) -> None:
         self._patterns = dict(_PATTERNS)
         for kind, pattern in (extra_patterns or {}).items():
             name = re.sub(r"[^A-Z0-9]", "_", kind.upper())
             self._patterns[name] = re.compile(pattern)
+        self._ordered = list(self._patterns.items())
+        self._prefilter = PatternSet([pattern for _, pattern in self._ordered])
         # Cheap pre-check: most messages contain no digit, '@' or address word and skip the regexes.
         self._maybe = re.compile(r"\d|@|路|街|道|巷|弄|Street|St\b|Road|Ave" + ("|." if extra_patterns else ""))
+        self._memo = lru_cache(maxsize=self.MEMO_SIZE)(self._find)
 
     @property
     def kinds(self) -> list[str]:
         return list(self._patterns)
 
-    def find(self, text: str) -> list[PiiMatch]:
-        if not self._maybe.search(text):
-            return []
+    def find(self, text: str) -> tuple[PiiMatch, ...]:
+        """The values found in `text`, in order; where two patterns' matches overlap, the earlier kind's."""
+        return self._memo(text) if self._maybe.search(text) else ()
+
+    def _find(self, text: str) -> tuple[PiiMatch, ...]:
+        candidates = self._prefilter.candidates(text)
+        patterns = self._ordered if candidates is None else [self._ordered[i] for i in candidates]
         taken: list[PiiMatch] = []
-        for kind, pattern in self._patterns.items():
+        for kind, pattern in patterns:
             for m in pattern.finditer(text):
                 if not _validate(kind, m.group(0)):
                     continue
                 if any(m.start() < t.end and t.start < m.end() for t in taken):
                     continue
                 taken.append(PiiMatch(kind, m.start(), m.end(), m.group(0)))
-        return sorted(taken, key=lambda t: t.start)
+        return tuple(sorted(taken, key=lambda t: t.start))
 
 
 @dataclass(slots=True)

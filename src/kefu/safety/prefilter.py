@@ -32,6 +32,8 @@ _OUTSIDE_CLASS = {"b": "", "B": "", "w": f"[{_WORD}]", "d": _DIGIT, "s": f"[{_SP
 _INSIDE_CLASS = {"b": r"\x{08}", "w": _WORD, "d": _DIGIT, "s": _SPACE}
 # \W, \D and \S stay as they are: RE2's (not an ASCII word character, digit, space) already match more than Python's.
 _LOOKAROUNDS = ("(?=", "(?!", "(?<=", "(?<!")
+_HEX_ESCAPES = {"u": 4, "U": 8}
+"""Python's escapes by code point that RE2 spells `\\x{...}`, and their number of hex digits."""
 _COUNTED = re.compile(r"\{\d*(,\d*)?\}\??")
 _MAX_MEM = 64 << 20
 """RE2's memory budget per pattern (bytes)."""
@@ -80,6 +82,11 @@ def widen_for_re2(pattern: str) -> str:
         char = pattern[i]
         if char == "\\":
             letter = pattern[i + 1 : i + 2]
+            hex_digits = _HEX_ESCAPES.get(letter)
+            if hex_digits:  # \u4e00 (Python's) is \x{4e00} in RE2
+                out.append(f"\\x{{{pattern[i + 2 : i + 2 + hex_digits]}}}")
+                i += 2 + hex_digits
+                continue
             table = _INSIDE_CLASS if in_class else _OUTSIDE_CLASS
             out.append(table.get(letter, char + letter))
             i += 2

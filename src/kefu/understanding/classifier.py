@@ -7,12 +7,14 @@ over both, calibrated on held-out folds (see `calibration`), gives each intent a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
+import math
 import os
 import pickle
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,15 @@ class Prediction:
     uncertain: bool
 
 
+@functools.lru_cache(maxsize=8)
+def _ngram_tools(
+    vectorizer: TfidfVectorizer,
+) -> tuple[Callable[[str], list[str]], dict[str, int], npt.NDArray[np.float64]]:
+    """A fitted vectorizer's analyzer, vocabulary and idf, looked up once per model (sklearn builds the analyzer anew
+    on each call, and `idf_` is a property)."""
+    return vectorizer.build_analyzer(), vectorizer.vocabulary_, np.asarray(vectorizer.idf_, dtype=np.float64)
+
+
 @dataclass(slots=True)
 class IntentModel:
     """A trained classifier: weights, the n-gram vocabulary, thresholds and the embedded examples."""
@@ -95,14 +106,14 @@ class IntentModel:
     def _ngram_logits(self, text: str) -> npt.NDArray[np.float64]:
         """TF-IDF of one message times the n-gram weights, as sklearn computes it, without its per-call overhead."""
         assert self.vectorizer is not None and self.coef_text is not None
-        vocabulary: dict[str, int] = self.vectorizer.vocabulary_
-        counts = Counter(g for g in self.vectorizer.build_analyzer()(text) if g in vocabulary)
+        analyzer, vocabulary, idf = _ngram_tools(self.vectorizer)
+        counts = Counter(g for g in analyzer(text) if g in vocabulary)
         if not counts:
             return np.zeros(len(self.classes))
         columns = np.fromiter((vocabulary[g] for g in counts), dtype=np.int64, count=len(counts))
         tf = 1.0 + np.log(np.fromiter(counts.values(), dtype=np.float64, count=len(counts)))
-        weights = tf * self.vectorizer.idf_[columns]
-        weights /= np.linalg.norm(weights)
+        weights = tf * idf[columns]
+        weights /= math.sqrt(float(weights @ weights))
         return np.asarray(self.coef_text[:, columns] @ weights, dtype=np.float64)
 
     def predict(self, vector: npt.NDArray[np.float32], text: str, *, top: int = 5) -> Prediction:

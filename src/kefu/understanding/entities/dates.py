@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from datetime import date, datetime, timedelta
 
+from kefu.safety.prefilter import PatternSet
 from kefu.understanding.entities.text import CN_NUMERAL, EN_NUMBER_WORDS, parse_number
 from kefu.understanding.types import Entity
 
@@ -64,6 +65,9 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("en_day_month", re.compile(rf"(?i)\b(\d{{1,2}}){_ORD}\s+(?:of\s+)?({_MONTH_NAMES})\b\.?(?:,?\s+(20\d{{2}}))?")),
     ("slash", re.compile(r"(?<![\d/.])(\d{1,2})/(\d{1,2})(?![\d/])")),
 ]
+_PREFILTER = PatternSet([pattern for _, pattern in _PATTERNS])
+"""Which patterns may match, in one RE2 pass: most messages hold no date, and searching each pattern in turn cost
+more than any other entity's extraction."""
 
 
 def _safe_date(year: int, month: int, day: int) -> date | None:
@@ -97,7 +101,8 @@ class DateExtractor:
         today = now.date()
         found: list[Entity] = []
         taken: list[tuple[int, int]] = []
-        for kind, pattern in _PATTERNS:
+        candidates = _PREFILTER.candidates(text)
+        for kind, pattern in _PATTERNS if candidates is None else [_PATTERNS[i] for i in candidates]:
             for m in pattern.finditer(text):
                 if any(m.start() < e and m.end() > s for s, e in taken):
                     continue

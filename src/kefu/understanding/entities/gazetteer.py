@@ -8,6 +8,7 @@ products ("耳机") names no product; one shared by a few ("Vela X7") names the 
 from __future__ import annotations
 
 import csv
+import functools
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -213,6 +214,9 @@ class CatalogueGazetteer:
                 if len(t) >= 4 and t.isalpha() and t.lower() not in _GENERIC_EN
             }
         )
+        # Customers' words repeat ("where", "order", "refund"): each word's and each window's fuzzy lookup is kept.
+        self._near_word = functools.lru_cache(maxsize=8192)(self._near_word_uncached)
+        self._closest_alias = functools.lru_cache(maxsize=8192)(self._closest_alias_uncached)
 
     @staticmethod
     def _size_aliases(size: str) -> Iterable[str]:
@@ -331,6 +335,13 @@ class CatalogueGazetteer:
                 found.append(Entity("size", value, m.group(0), start, end))
         return found
 
+    def _near_word_uncached(self, token: str) -> bool:
+        return process.extractOne(token, self._fuzzy_words, scorer=fuzz.ratio, score_cutoff=75) is not None
+
+    def _closest_alias_uncached(self, query: str) -> tuple[str, float] | None:
+        match = process.extractOne(query, self._fuzzy_keys, scorer=fuzz.ratio, score_cutoff=86)
+        return None if match is None else (match[0], match[1])
+
     def _fuzzy_products(self, text: str, taken: list[tuple[int, int]]) -> list[Entity]:
         tokens = [(m.group(0).lower(), m.start(), m.end()) for m in _EN_TOKEN.finditer(text)]
         tokens = [t for t in tokens if not any(t[1] < e and t[2] > s for s, e in taken)]
@@ -338,7 +349,7 @@ class CatalogueGazetteer:
             i
             for i, (token, _, _) in enumerate(tokens)
             if len(token) >= 3
-            and process.extractOne(token, self._fuzzy_words, scorer=fuzz.ratio, score_cutoff=75) is not None
+            and self._near_word(token)
         }
         if not near:
             return []
@@ -351,7 +362,7 @@ class CatalogueGazetteer:
                 query = "".join(w[0] for w in window)
                 if len(query) < 6:
                     continue
-                match = process.extractOne(query, self._fuzzy_keys, scorer=fuzz.ratio, score_cutoff=86)
+                match = self._closest_alias(query)
                 if match is not None and (best is None or match[1] > best[0]):
                     best = (match[1], window[0][1], window[-1][2], self._fuzzy_aliases[match[0]])
         if best is None:
