@@ -170,11 +170,15 @@ def _findings_searching_everything(monkeypatch: pytest.MonkeyPatch, text: str) -
         return _findings(text)
 
 
-@pytest.mark.parametrize("text", _SHOP_TEXTS + _PERSONAL_AND_DATES)
 def test_personal_data_and_dates_are_found_as_searching_every_pattern_finds_them(
-    monkeypatch: pytest.MonkeyPatch, text: str
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert _findings(text) == _findings_searching_everything(monkeypatch, text)
+    differ = [
+        text
+        for text in _SHOP_TEXTS + _PERSONAL_AND_DATES
+        if _findings(text) != _findings_searching_everything(monkeypatch, text)
+    ]
+    assert differ == []
 
 
 def test_the_examples_hold_what_they_test() -> None:

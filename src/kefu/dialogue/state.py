@@ -17,12 +17,13 @@ from kefu.errors import ConflictError
 from kefu.store import ConversationStore
 from kefu.store.dialogue_models import DialogueStateRow
 from kefu.store.models import utcnow
+from kefu.store.prepared import PreparedWrite
 
 _STATES = cast(Table, DialogueStateRow.__table__)
 # Built once: a statement's construction costs more than its run (names bound are no column's, as update() requires).
 _LOAD = select(_STATES.c.data, _STATES.c.version).where(_STATES.c.session_id == bindparam("b_session_id"))
-_INSERT = insert(_STATES)
-_UPDATE = (
+_INSERT = PreparedWrite(insert(_STATES))
+_UPDATE = PreparedWrite(
     update(_STATES)
     .where(_STATES.c.session_id == bindparam("b_session_id"), _STATES.c.version == bindparam("b_expected"))
     .values(data=bindparam("b_data"), version=bindparam("b_version"), updated_at=bindparam("b_now"))
@@ -167,10 +168,10 @@ class DialogueStates:
                 # The first state of the session; a row that is there already was saved by another turn since
                 # this one loaded none (the primary key refuses the second): a conflict, as below.
                 values = {"session_id": session_id, "tenant_id": tenant_id, "data": data, "version": 1}
-                conn.execute(_INSERT, {**values, "updated_at": now})
+                _INSERT.execute(conn, {**values, "updated_at": now})
                 return 1
-            result = conn.execute(
-                _UPDATE,
+            changed = _UPDATE.execute(
+                conn,
                 {
                     "b_session_id": session_id,
                     "b_expected": expected,
@@ -179,7 +180,7 @@ class DialogueStates:
                     "b_now": now,
                 },
             )
-            return 1 if result.rowcount == 1 else 0
+            return 1 if changed == 1 else 0
 
         try:
             saved = await self.store.transaction(transaction, write=True)

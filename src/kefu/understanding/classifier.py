@@ -107,10 +107,10 @@ class IntentModel:
         """TF-IDF of one message times the n-gram weights, as sklearn computes it, without its per-call overhead."""
         assert self.vectorizer is not None and self.coef_text is not None
         analyzer, vocabulary, idf = _ngram_tools(self.vectorizer)
-        counts = Counter(g for g in analyzer(text) if g in vocabulary)
+        counts = Counter(column for column in map(vocabulary.get, analyzer(text)) if column is not None)
         if not counts:
             return np.zeros(len(self.classes))
-        columns = np.fromiter((vocabulary[g] for g in counts), dtype=np.int64, count=len(counts))
+        columns = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
         tf = 1.0 + np.log(np.fromiter(counts.values(), dtype=np.float64, count=len(counts)))
         weights = tf * idf[columns]
         weights /= math.sqrt(float(weights @ weights))

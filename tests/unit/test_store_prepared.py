@@ -1,0 +1,120 @@
+"""A turn's writes handed straight to SQLite store what SQLAlchemy would have stored, and fail as it would fail."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import closing
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, event, insert
+from sqlalchemy.exc import IntegrityError
+
+from kefu.dialogue.state import _STATES, _UPDATE
+from kefu.store import ConversationStore
+from kefu.store.database import create_engine, migrate
+from kefu.store.prepared import PreparedWrite
+from kefu.store.repository import _MESSAGES, _SESSIONS
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[ConversationStore]:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'kefu.db'}")
+    await migrate(engine)
+    yield ConversationStore(engine)
+    await engine.dispose()
+
+
+def _message(message_id: str) -> dict[str, Any]:
+    return {
+        "id": message_id,
+        "session_id": "s1",
+        "tenant_id": "default",
+        "role": "assistant",
+        "text": "退货政策：7 天无理由 ✅",
+        "client_message_id": None,
+        "citations": [{"doc": "returns.md", "score": 0.91}],
+        "handoff": True,
+        "stage_latency_ms": {"understand": 1.25},
+        "metadata": {"route": "faq", "nested": {"ok": [1, 2]}},
+        "created_at": datetime(2026, 12, 7, 1, 2, 3, 456789, tzinfo=UTC),
+        "prompt_tokens": 12,
+    }
+
+
+def _rows(path: Path, table: str) -> list[dict[str, Any]]:
+    with closing(sqlite3.connect(path)) as raw:
+        raw.row_factory = sqlite3.Row
+        return [dict(row) for row in raw.execute(f"SELECT * FROM {table} ORDER BY rowid")]
+
+
+async def _open(store: ConversationStore) -> None:
+    await store.open_session(session_id="s1", user_id="u", channel="web")
+
+
+async def test_a_prepared_insert_stores_what_sqlalchemy_stores_and_sqlalchemy_never_sees_it(
+    store: ConversationStore, tmp_path: Path
+) -> None:
+    await _open(store)
+    seen: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement)
+
+    prepared = PreparedWrite(insert(_MESSAGES))
+
+    def write(conn: Connection) -> None:
+        conn.execute(insert(_MESSAGES), _message("by-sqlalchemy"))
+        statements = len(seen)
+        assert prepared.execute(conn, _message("prepared")) == 1
+        assert len(seen) == statements  # straight to sqlite3: no statement went through SQLAlchemy
+
+    event.listen(store.engine.sync_engine.__class__, "before_cursor_execute", count)
+    try:
+        await store.transaction(write, write=True)
+    finally:
+        event.remove(store.engine.sync_engine.__class__, "before_cursor_execute", count)
+    assert any("INSERT INTO messages" in s for s in seen)
+    by_sqlalchemy, prepared_row = _rows(tmp_path / "kefu.db", "messages")
+    assert {**by_sqlalchemy, "id": None} == {**prepared_row, "id": None}
+    stored = (await store.list_messages("s1"))[-1]
+    assert stored.id == "prepared"
+    assert stored.citations == [{"doc": "returns.md", "score": 0.91}] and stored.handoff is True
+    assert stored.created_at == datetime(2026, 12, 7, 1, 2, 3, 456789, tzinfo=UTC)
+
+
+async def test_a_duplicate_key_is_sqlalchemys_integrity_error_without_the_customers_text(
+    store: ConversationStore,
+) -> None:
+    await _open(store)
+    prepared = PreparedWrite(insert(_MESSAGES))
+    await store.transaction(lambda conn: prepared.execute(conn, _message("m1")), write=True)
+    with pytest.raises(IntegrityError) as raised:
+        await store.transaction(lambda conn: prepared.execute(conn, _message("m1")), write=True)
+    assert isinstance(raised.value.orig, sqlite3.IntegrityError)
+    assert "退货政策" not in str(raised.value)
+    assert [m.id for m in await store.list_messages("s1")] == ["m1"]  # the failed transaction left nothing behind
+
+
+async def test_an_update_says_how_many_rows_it_changed(store: ConversationStore) -> None:
+    await _open(store)
+    now = datetime(2026, 12, 7, tzinfo=UTC)
+    row = {"session_id": "s1", "tenant_id": "default", "data": {"flows": []}, "version": 1, "updated_at": now}
+    await store.transaction(lambda conn: conn.execute(insert(_STATES), row), write=True)
+    stale = {"b_session_id": "s1", "b_expected": 5, "b_data": {"x": 1}, "b_version": 6, "b_now": now}
+    current = {**stale, "b_expected": 1, "b_version": 2}
+    assert await store.transaction(lambda conn: _UPDATE.execute(conn, stale), write=True) == 0
+    assert await store.transaction(lambda conn: _UPDATE.execute(conn, current), write=True) == 1
+
+
+async def test_a_column_left_to_its_python_default_goes_through_sqlalchemy(
+    store: ConversationStore, tmp_path: Path
+) -> None:
+    prepared = PreparedWrite(insert(_SESSIONS))
+    values = {"tenant_id": "default", "user_id": "u2", "channel": "web", "owner": "bot", "status": "open"}
+    await store.transaction(lambda conn: prepared.execute(conn, values), write=True)
+    (row,) = _rows(tmp_path / "kefu.db", "sessions")
+    assert row["user_id"] == "u2" and len(row["id"]) == 32 and row["created_at"]  # id and times from the defaults
