@@ -345,12 +345,7 @@ class CatalogueGazetteer:
     def _fuzzy_products(self, text: str, taken: list[tuple[int, int]]) -> list[Entity]:
         tokens = [(m.group(0).lower(), m.start(), m.end()) for m in _EN_TOKEN.finditer(text)]
         tokens = [t for t in tokens if not any(t[1] < e and t[2] > s for s, e in taken)]
-        near = {
-            i
-            for i, (token, _, _) in enumerate(tokens)
-            if len(token) >= 3
-            and self._near_word(token)
-        }
+        near = {i for i, (token, _, _) in enumerate(tokens) if len(token) >= 3 and self._near_word(token)}
         if not near:
             return []
         best: tuple[float, int, int, tuple[str, ...]] | None = None
