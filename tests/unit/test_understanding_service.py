@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -300,3 +301,27 @@ def test_handled_alike_needs_every_likely_intent_answered_from_knowledge(tmp_pat
     assert router.handled_alike([("invoice", 0.6), ("invoice_change", 0.35)], 0.9) == (), "a flow decides differently"
     assert router.handled_alike([("invoice", 0.6), ("oos", 0.35)], 0.9) == (), "out of scope is answered differently"
     assert router.handled_alike([("invoice", 0.5), ("invoice_rules", 0.3)], 0.9) == (), "the rest may be anything"
+
+
+def test_a_message_seen_lately_is_classified_once_and_a_new_threshold_is_not_served_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    understanding = build(tmp_path)
+    assert understanding.model is not None
+    calls: list[str] = []
+    predict = type(understanding.model).predict
+
+    def counted(model: object, vector: np.ndarray, text: str, **kw: object) -> object:
+        calls.append(text)
+        return predict(model, vector, text, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(type(understanding.model), "predict", counted)
+    first = understanding.analyse("快递到哪了", now=NOW)
+    again = understanding.analyse("快递到哪了", now=NOW)
+    assert calls == ["快递到哪了"]
+    assert (again.intent, again.emotion, again.route) == (first.intent, first.emotion, first.route)
+    understanding.analyse("快递到哪了呀", now=NOW)
+    assert len(calls) == 2  # another message is classified
+    understanding.model.thresholds = replace(understanding.model.thresholds, accept=0.99)
+    unsure = understanding.analyse("快递到哪了", now=NOW)
+    assert len(calls) == 3 and unsure.intent.needed_llm  # classified again under the new threshold

@@ -33,6 +33,11 @@ class CuratedAnswers:
         self.rows = rows
         self._variants = [v for row in rows for v in (row.variants or (row.question,))[: len(row.vectors)]]
         self._owner = np.array([i for i, row in enumerate(rows) for _ in range(len(row.vectors))], dtype=np.int64)
+        # Each entry's phrasings are consecutive rows of the matrix: an entry's score is the best of its run.
+        sizes = np.array([len(row.vectors) for row in rows], dtype=np.int64)
+        self._scored = sizes > 0
+        self._starts = (np.cumsum(sizes) - sizes)[self._scored]
+        self._allowed: dict[tuple[str, str | None], npt.NDArray[np.bool_] | None] = {}
         dim = rows[0].vectors.shape[1] if rows else 1
         self._matrix: npt.NDArray[np.float32] = (
             np.vstack([row.vectors for row in rows]).astype(np.float32) if rows else np.zeros((0, dim), np.float32)
@@ -45,6 +50,20 @@ class CuratedAnswers:
     def languages(self, tenant_id: str) -> set[str]:
         return {r.info.lang for r in self.rows if r.info.tenant_id == tenant_id and r.info.lang}
 
+    def _allowed_rows(self, tenant_id: str, lang: str | None) -> npt.NDArray[np.bool_] | None:
+        """The entries a question of this tenant in this language may match (any of the tenant's when none is in
+        its language), or None; worked out once per tenant and language."""
+        key = (tenant_id, lang)
+        if key not in self._allowed:
+            allowed = np.array(
+                [r.info.tenant_id == tenant_id and (lang is None or r.info.lang in (lang, None)) for r in self.rows],
+                dtype=np.bool_,
+            )
+            if not allowed.any() and lang is not None:
+                allowed = np.array([r.info.tenant_id == tenant_id for r in self.rows], dtype=np.bool_)
+            self._allowed[key] = allowed if allowed.any() else None
+        return self._allowed[key]
+
     def exact(self, question: str, *, tenant_id: str) -> CuratedMatch | None:
         """The entry with this exact phrasing (ignoring case, width and punctuation): no embedding needed."""
         index = self._exact.get(normalize_question(question))
@@ -54,18 +73,13 @@ class CuratedAnswers:
 
     def best(self, question: str, vector: Vector, *, tenant_id: str, lang: str | None) -> CuratedMatch | None:
         """The closest entry of this tenant in the customer's language (any language if it has none)."""
-        if not self.rows:
-            return None
-        allowed = np.array(
-            [r.info.tenant_id == tenant_id and (lang is None or r.info.lang in (lang, None)) for r in self.rows]
-        )
-        if not allowed.any() and lang is not None:
-            allowed = np.array([r.info.tenant_id == tenant_id for r in self.rows])
-        if not allowed.any():
+        allowed = self._allowed_rows(tenant_id, lang)
+        if allowed is None:
             return None
         scores = self._matrix @ vector.astype(np.float32)
         per_row = np.full(len(self.rows), -1.0, dtype=np.float32)
-        np.maximum.at(per_row, self._owner, scores)
+        if len(scores):
+            per_row[self._scored] = np.maximum.reduceat(scores, self._starts)
         per_row[~allowed] = -1.0
         exact = self._exact.get(normalize_question(question))
         if exact is not None and allowed[exact]:

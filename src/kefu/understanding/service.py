@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -48,6 +50,7 @@ from kefu.understanding.rules import RuleMatcher
 from kefu.understanding.types import (
     OOS_LABEL,
     DialogueState,
+    Emotion,
     IntentDecision,
     IntentScore,
     UnderstandingResult,
@@ -55,6 +58,8 @@ from kefu.understanding.types import (
 
 log = logging.getLogger(__name__)
 _PLACEHOLDER = re.compile(r"\[[A-Z][A-Z0-9_]*?_\d+(?::[0-9Xx]{4})?\]")
+MEMO_SIZE = 2048
+"""Messages whose classification and emotion are kept (see `Understanding._read`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +118,10 @@ class Understanding:
         """An unsure classifier whose likely intents are all answered from knowledge keeps its guess (no LLM)."""
         self.intents_file = intents_file
         """Where the catalogue was loaded from (errors found later, e.g. in `tools:`, name its lines)."""
+        self._read_lately: OrderedDict[
+            str, tuple[IntentModel | None, tuple[float, float, float] | None, Prediction | None, Emotion]
+        ] = OrderedDict()
+        self._read_lock = threading.Lock()
 
     @classmethod
     def build(cls, config: UnderstandingConfig, embedder: Embedder, prompts: PromptLibrary) -> Understanding:
@@ -252,6 +261,32 @@ class Understanding:
         order and tracking numbers, and without greetings in front ("你好，请问退货政策" → "退货政策")."""
         return self.openers.read_past(self.entities.identifiers.without_references(text))
 
+    def _read(
+        self, text: str, semantic: str, vector: npt.NDArray[np.float32], lap: Callable[[str], None]
+    ) -> tuple[Prediction | None, Emotion]:
+        """The classifier's prediction and the message's emotion: functions of the message alone (its vector is its
+        semantic text's), kept for the last `MEMO_SIZE` messages. Customers send the same words again and again
+        ("转人工", "在吗", an FAQ's question, the widget's suggested questions), and classifying one is a tenth of a
+        turn's Python; the entities, which depend on the clock and the conversation, are not kept."""
+        model = self.model
+        thresholds = (model.thresholds.temperature, model.thresholds.oos, model.thresholds.accept) if model else None
+        with self._read_lock:
+            kept = self._read_lately.get(text)
+            if kept is not None and kept[0] is model and kept[1] == thresholds:
+                self._read_lately.move_to_end(text)
+                lap("classify")
+                lap("emotion")
+                return kept[2], kept[3]
+        prediction = model.predict(vector, semantic) if model is not None else None
+        lap("classify")
+        emotion = self.emotion.detect(text, vector)
+        lap("emotion")
+        with self._read_lock:
+            self._read_lately[text] = (model, thresholds, prediction, emotion)
+            if len(self._read_lately) > MEMO_SIZE:
+                self._read_lately.popitem(last=False)
+        return prediction, emotion
+
     def _analyse(
         self,
         text: str,
@@ -289,10 +324,7 @@ class Understanding:
         else:
             semantic, vector, timings["embed"] = embedded
             clock = time.perf_counter()
-        prediction = self.model.predict(vector, semantic) if self.model is not None else None
-        lap("classify")
-        emotion = self.emotion.detect(text, vector)
-        lap("emotion")
+        prediction, emotion = self._read(text, semantic, vector, lap)
         candidates = tuple(IntentScore(label, p) for label, p in prediction.ranked) if prediction else ()
         if hit is not None:
             decision = IntentDecision(
