@@ -24,6 +24,22 @@ from sqlalchemy.sql.dml import UpdateBase
 _Processor = Callable[[Any], Any]
 
 
+def sqlite_connection(conn: Connection) -> sqlite3.Connection | None:
+    """The `sqlite3` connection under `conn`, or None for any other driver."""
+    raw = conn.connection.driver_connection
+    return raw if isinstance(raw, sqlite3.Connection) else None
+
+
+def run_on_sqlite(conn: Connection, raw: sqlite3.Connection, sql: str, args: tuple[Any, ...] = ()) -> int:
+    """Run `sql` on `conn`'s own `sqlite3` connection (in its transaction); a failure is SQLAlchemy's exception
+    for it (`IntegrityError`, `OperationalError`, with the `sqlite3` error as `.orig`), parameters hidden as the
+    engines hide them. Returns the rows changed."""
+    try:
+        return raw.execute(sql, args).rowcount
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(sql, args, exc, sqlite3.Error, hide_parameters=True, dialect=conn.dialect) from exc
+
+
 @dataclass(frozen=True, slots=True)
 class _Plan:
     sql: str
@@ -40,21 +56,15 @@ class PreparedWrite:
         self._plans: dict[frozenset[str], _Plan | None] = {}
 
     def execute(self, conn: Connection, params: Mapping[str, Any]) -> int:
-        raw = conn.connection.driver_connection
-        plan = self._plan(conn.dialect, params) if isinstance(raw, sqlite3.Connection) else None
-        if plan is None:
+        raw = sqlite_connection(conn)
+        plan = self._plan(conn.dialect, params) if raw is not None else None
+        if raw is None or plan is None:
             return conn.execute(self.statement, dict(params)).rowcount
-        assert isinstance(raw, sqlite3.Connection)
         args = tuple(
             value if process is None else process(value)
             for value, process in zip((params[name] for name in plan.names), plan.processors, strict=True)
         )
-        try:
-            return raw.execute(plan.sql, args).rowcount
-        except sqlite3.Error as exc:
-            raise DBAPIError.instance(
-                plan.sql, args, exc, sqlite3.Error, hide_parameters=True, dialect=conn.dialect
-            ) from exc
+        return run_on_sqlite(conn, raw, plan.sql, args)
 
     def _plan(self, dialect: Dialect, params: Mapping[str, Any]) -> _Plan | None:
         names = frozenset(params)
@@ -75,4 +85,4 @@ class PreparedWrite:
         return plan
 
 
-__all__ = ["PreparedWrite"]
+__all__ = ["PreparedWrite", "run_on_sqlite", "sqlite_connection"]

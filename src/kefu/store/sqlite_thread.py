@@ -24,6 +24,9 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import StaticPool
 
+from kefu.store.json_columns import json_text
+from kefu.store.prepared import run_on_sqlite, sqlite_connection
+
 T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 30_000
@@ -95,6 +98,7 @@ class _Lane:
             connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
             poolclass=StaticPool,
             hide_parameters=True,  # customer text stays out of exception messages (and so out of logs)
+            json_serializer=json_text,
         )
         enable_sqlite_pragmas(self._engine)
 
@@ -275,8 +279,14 @@ class _Lane:
     def _begin_writing(conn: Connection, *, wait: bool) -> None:
         """Take SQLite's write lock for the whole transaction; without `wait`, raise `_Busy` if it is taken."""
         if not wait:
+            # Every write transaction begins so: straight on the sqlite3 connection, without SQLAlchemy's per-call
+            # work (store/prepared.py).
+            raw = sqlite_connection(conn)
             try:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                if raw is None:
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                else:
+                    run_on_sqlite(conn, raw, "BEGIN IMMEDIATE")
             except OperationalError as exc:
                 if isinstance(exc.orig, sqlite3.OperationalError) and exc.orig.sqlite_errorcode & 0xFF in (
                     sqlite3.SQLITE_BUSY,
