@@ -191,3 +191,21 @@ def test_reference_numbers_are_left_out_of_what_a_message_is_about(extractor: En
     assert ids.without_references("退货政策是什么？") == "退货政策是什么？"
     # a message that is only a number (a slot answer) is still read as itself
     assert ids.without_references("LM26110625") == "LM26110625"
+
+
+def test_earlier_messages_are_read_once_and_a_new_day_reads_dates_afresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    extractor = EntityExtractor.for_shop(DEMO_SHOP)
+    read: list[str] = []
+    identifiers = extractor.identifiers.extract
+    monkeypatch.setattr(extractor.identifiers, "extract", lambda text: read.append(text) or identifiers(text))
+    orders = [Message("user", "LM26110625 到哪了"), Message("assistant", "您的订单已签收。")]
+    assert values(extractor, "这个订单能退吗", "order_number", orders) == ["LM26110625"]
+    assert values(extractor, "这个订单昨天签收的能退吗", "order_number", orders) == ["LM26110625"]
+    assert sorted(read) == sorted(
+        ["这个订单能退吗", "LM26110625 到哪了", "您的订单已签收。", "这个订单昨天签收的能退吗"]
+    )
+    tomorrow = NOW.replace(day=NOW.day + 1)
+    assert [e.value for e in extractor.extract("这个订单昨天签收的能退吗", tomorrow) if e.type == "date"] == [
+        "2026-11-20"
+    ]
+    assert values(extractor, "这个订单昨天签收的能退吗", "date") == ["2026-11-19"]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -68,6 +69,9 @@ class EntityExtractor:
         self.gazetteer = CatalogueGazetteer(products) if products else None
         self.addresses = AddressExtractor()
         self.references = ReferenceResolver(self.gazetteer)
+        # A message's entities depend on its text and the day alone, and a turn reads the conversation's last
+        # messages again (references: "the second one"): kept for the last texts read.
+        self._spans_on = functools.lru_cache(maxsize=4096)(self._spans_uncached)
 
     @classmethod
     def for_shop(cls, shop_dir: Path | None) -> EntityExtractor:
@@ -91,12 +95,15 @@ class EntityExtractor:
         return [self._surface(text, e) for e in found]
 
     def _spans(self, text: str, now: datetime, *, fuzzy: bool) -> list[Entity]:
+        return list(self._spans_on(text, now.date(), fuzzy))
+
+    def _spans_uncached(self, text: str, today: date, fuzzy: bool) -> tuple[Entity, ...]:
         # Earlier groups win overlaps: an order number is not a phone, a date is not a quantity, an address
         # number is not an amount.
         groups: list[list[Entity]] = [
             self.identifiers.extract(text),
             self.addresses.extract(text),
-            self.dates.extract(text, now),
+            self.dates.extract_on(text, today),
             self.gazetteer.extract(text, fuzzy=fuzzy) if self.gazetteer else [],
             self.numbers.extract(text),
         ]
@@ -107,7 +114,7 @@ class EntityExtractor:
                     kept.append(entity)
         kept.extend(self._counts_before_products(text, kept))
         kept.sort(key=lambda e: e.start)
-        return kept
+        return tuple(kept)
 
     @staticmethod
     def _counts_before_products(text: str, kept: list[Entity]) -> list[Entity]:

@@ -98,7 +98,10 @@ class DateExtractor:
     """Finds dates in a message; `now` is the turn's clock in the shop's time zone."""
 
     def extract(self, text: str, now: datetime) -> list[Entity]:
-        today = now.date()
+        return self.extract_on(text, now.date())
+
+    def extract_on(self, text: str, today: date) -> list[Entity]:
+        """The dates in `text`, relative ones resolved against `today` (all a date depends on)."""
         found: list[Entity] = []
         taken: list[tuple[int, int]] = []
         candidates = _PREFILTER.candidates(text)
