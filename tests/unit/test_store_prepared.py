@@ -1,4 +1,4 @@
-"""A turn's writes handed straight to SQLite store what SQLAlchemy would have stored, and fail as it would fail."""
+"""A turn's statements handed straight to SQLite store and read what SQLAlchemy would have, and fail as it would."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, event, insert
+from sqlalchemy import Connection, bindparam, event, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from kefu.dialogue.state import _STATES, _UPDATE
 from kefu.store import ConversationStore
 from kefu.store.database import create_engine, migrate
-from kefu.store.prepared import PreparedWrite
-from kefu.store.repository import _MESSAGES, _SESSIONS
+from kefu.store.prepared import PreparedRead, PreparedWrite
+from kefu.store.repository import _MESSAGE_COLUMNS, _MESSAGES, _SESSIONS, _newest_of_session
 
 
 @pytest.fixture
@@ -118,3 +118,45 @@ async def test_a_column_left_to_its_python_default_goes_through_sqlalchemy(
     await store.transaction(lambda conn: prepared.execute(conn, values), write=True)
     (row,) = _rows(tmp_path / "kefu.db", "sessions")
     assert row["user_id"] == "u2" and len(row["id"]) == 32 and row["created_at"]  # id and times from the defaults
+
+
+async def test_prepared_reads_give_sqlalchemys_rows_without_going_through_it(store: ConversationStore) -> None:
+    await _open(store)
+    write = PreparedWrite(insert(_MESSAGES))
+    await store.transaction(lambda conn: [write.execute(conn, _message(f"m{i}")) for i in range(3)], write=True)
+    newest = _newest_of_session(_MESSAGE_COLUMNS)
+    params = {"session_id": "s1", "tenant_id": "default", "limit": 2}
+    by_id = select(*_MESSAGE_COLUMNS).where(_MESSAGES.c.id == bindparam("b_id"))
+    user_of_s1 = select(_SESSIONS.c.user_id).where(_SESSIONS.c.id == "s1")  # a value the statement binds itself
+    seen: list[str] = []
+
+    def read(conn: Connection) -> tuple[Any, ...]:
+        expected = (
+            conn.execute(newest, params).all(),
+            conn.execute(by_id, {"b_id": "m1"}).first(),
+            conn.execute(by_id, {"b_id": "none"}).first(),
+            conn.execute(user_of_s1).scalar(),
+        )
+        event.listen(conn, "before_cursor_execute", lambda *args: seen.append(args[2]))
+        got = (
+            PreparedRead(newest).all(conn, params),
+            PreparedRead(by_id).first(conn, {"b_id": "m1"}),
+            PreparedRead(by_id).first(conn, {"b_id": "none"}),
+            PreparedRead(user_of_s1).scalar(conn),
+        )
+        return expected, got
+
+    expected, got = await store.transaction(read, write=False)
+    assert seen == []
+    assert [tuple(row) for row in got[0]] == [tuple(row) for row in expected[0]]
+    assert [row.id for row in got[0]] == ["m2", "m1"]
+    assert tuple(got[1]) == tuple(expected[1]) and got[1].citations == [{"doc": "returns.md", "score": 0.91}]
+    assert got[1].created_at == expected[1].created_at == datetime(2026, 12, 7, 1, 2, 3, 456789)
+    assert got[2] is expected[2] is None
+    assert got[3] == expected[3] == "u"
+
+
+async def test_a_read_sqlite_cannot_take_as_compiled_goes_through_sqlalchemy(store: ConversationStore) -> None:
+    await _open(store)
+    ids = select(_SESSIONS.c.id).where(_SESSIONS.c.id.in_(["s1", "s2"]))  # an expanding IN list
+    assert await store.transaction(lambda conn: PreparedRead(ids).scalar(conn), write=False) == "s1"

@@ -166,7 +166,7 @@ async def test_a_sessions_history_is_read_through_its_own_index(store: Conversat
     from kefu.store.repository import _SESSION_WORDS
 
     turn = await store.start_turn(session_id=None, user_id="u", channel="web", text_="退货政策是什么？")
-    query = _SESSION_WORDS.params(session_id=turn.session.id, tenant_id="default", limit=41)
+    query = _SESSION_WORDS.statement.params(session_id=turn.session.id, tenant_id="default", limit=41)
     sql = str(query.compile(store.engine.sync_engine, compile_kwargs={"literal_binds": True}))
     with sqlite3.connect(store.engine.url.database or "") as db:
         plan = " | ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}"))

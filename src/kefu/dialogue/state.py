@@ -17,11 +17,11 @@ from kefu.errors import ConflictError
 from kefu.store import ConversationStore
 from kefu.store.dialogue_models import DialogueStateRow
 from kefu.store.models import utcnow
-from kefu.store.prepared import PreparedWrite
+from kefu.store.prepared import PreparedRead, PreparedWrite
 
 _STATES = cast(Table, DialogueStateRow.__table__)
 # Built once: a statement's construction costs more than its run (names bound are no column's, as update() requires).
-_LOAD = select(_STATES.c.data, _STATES.c.version).where(_STATES.c.session_id == bindparam("b_session_id"))
+_LOAD = PreparedRead(select(_STATES.c.data, _STATES.c.version).where(_STATES.c.session_id == bindparam("b_session_id")))
 _INSERT = PreparedWrite(insert(_STATES))
 _UPDATE = PreparedWrite(
     update(_STATES)
@@ -144,9 +144,7 @@ class DialogueStates:
         nothing is read (a turn of the same session that saves first is caught by `save` as a conflict)."""
         if new_session:
             return SessionDialogue()
-        row = await self.store.transaction(
-            lambda conn: conn.execute(_LOAD, {"b_session_id": session_id}).first(), write=False
-        )
+        row = await self.store.transaction(lambda conn: _LOAD.first(conn, {"b_session_id": session_id}), write=False)
         if row is None:
             return SessionDialogue()
         return SessionDialogue.from_json(dict(row.data or {}), int(row.version))

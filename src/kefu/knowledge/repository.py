@@ -21,6 +21,7 @@ from kefu.knowledge.text import normalize_question
 from kefu.knowledge.types import ChunkDraft, ChunkInfo, IndexedChunk, Vector
 from kefu.store.knowledge_models import KnowledgeChunk, KnowledgeDocument, KnowledgeGap, KnowledgeState
 from kefu.store.models import new_id, utcnow
+from kefu.store.prepared import PreparedRead
 from kefu.store.repository import aware
 from kefu.store.sqlite_thread import SQLiteThread, is_sqlite_file
 
@@ -31,7 +32,7 @@ _CHUNKS = cast(Table, KnowledgeChunk.__table__)
 _STATE = cast(Table, KnowledgeState.__table__)
 _GAPS = cast(Table, KnowledgeGap.__table__)
 _STATE_ID = "global"
-_CURRENT_VERSION = select(_STATE.c.version).where(_STATE.c.id == _STATE_ID)
+_CURRENT_VERSION = PreparedRead(select(_STATE.c.version).where(_STATE.c.id == _STATE_ID))
 _MAX_GAP_CHARS = 500
 
 
@@ -233,7 +234,7 @@ class KnowledgeRepository:
     def read_version(conn: Connection) -> int:
         """The shared knowledge version, read inside another transaction on the same database (the turn's intake
         reads it with the customer's message: one round trip less per turn)."""
-        return int(conn.scalar(_CURRENT_VERSION) or 0)
+        return int(_CURRENT_VERSION.scalar(conn) or 0)
 
     async def current_version(self) -> int:
         """The shared knowledge version: one indexed single-row read."""
@@ -261,7 +262,7 @@ class KnowledgeRepository:
         return int(version), [_document(r) for r in rows]
 
     async def _version(self, conn: AsyncConnection) -> int:
-        return int(await conn.scalar(_CURRENT_VERSION) or 0)
+        return int(await conn.scalar(_CURRENT_VERSION.statement) or 0)
 
     async def document(self, doc_id: str) -> tuple[DocumentRecord, str] | None:
         """A document and its display text (Markdown), or None."""

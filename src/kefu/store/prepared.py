@@ -12,14 +12,17 @@ same JSON and date texts SQLAlchemy would store), translating a `sqlite3` error 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections import namedtuple
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Select
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import UpdateBase
+from sqlalchemy.sql.elements import ClauseElement
 
 _Processor = Callable[[Any], Any]
 
@@ -46,6 +49,48 @@ class _Plan:
     names: tuple[str, ...]
     """The parameters in the order of the SQL's placeholders."""
     processors: tuple[_Processor | None, ...]
+    fixed: dict[str, Any]
+    """Values the statement itself binds (`where(id == 1)`), as compiled."""
+
+    def args(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
+        values = {**self.fixed, **params} if self.fixed else params
+        return tuple(
+            value if process is None else process(value)
+            for value, process in zip((values[name] for name in self.names), self.processors, strict=True)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _ReadPlan:
+    query: _Plan
+    row: type[tuple[Any, ...]]
+    """A named tuple of the result's columns: attribute access by name, as SQLAlchemy's rows give."""
+    processors: tuple[_Processor | None, ...]
+    """Each column's result processor for the dialect (a JSON text decoded, a date text parsed)."""
+
+    def make_row(self, values: Sequence[Any]) -> tuple[Any, ...]:
+        return self.row(*(v if p is None else p(v) for v, p in zip(values, self.processors, strict=True)))
+
+
+def _compile(statement: ClauseElement, dialect: Dialect, params: Mapping[str, Any]) -> tuple[SQLCompiler, _Plan | None]:
+    """The statement compiled for these parameter names, and its plan; None where SQLAlchemy's execution context is
+    needed: Python-side defaults (`default=`, `onupdate=` not given here), expanding `IN` lists, a bind without a
+    value."""
+    compiled = cast(SQLCompiler, statement.compile(dialect=dialect, column_keys=sorted(params)))
+    positions = compiled.positiontup
+    if positions is None or getattr(compiled, "insert_prefetch", None) or getattr(compiled, "update_prefetch", None):
+        return compiled, None
+    if getattr(compiled, "literal_execute_params", None) or getattr(compiled, "post_compile_params", None):
+        return compiled, None
+    unbound = {name: compiled.binds.get(name) for name in positions if name not in params}
+    if any(bind is None or bind.required or bind.callable is not None for bind in unbound.values()):
+        return compiled, None  # SQLAlchemy asks for the value, or computes it
+    fixed = {name: bind.value for name, bind in unbound.items() if bind is not None}
+    processors = [compiled._bind_processors.get(name) for name in positions]  # the dialect's, as execute's
+    if not all(p is None or callable(p) for p in processors):
+        return compiled, None
+    typed = tuple(cast(_Processor | None, p) for p in processors)
+    return compiled, _Plan(compiled.string, tuple(positions), typed, fixed)
 
 
 class PreparedWrite:
@@ -60,29 +105,69 @@ class PreparedWrite:
         plan = self._plan(conn.dialect, params) if raw is not None else None
         if raw is None or plan is None:
             return conn.execute(self.statement, dict(params)).rowcount
-        args = tuple(
-            value if process is None else process(value)
-            for value, process in zip((params[name] for name in plan.names), plan.processors, strict=True)
-        )
-        return run_on_sqlite(conn, raw, plan.sql, args)
+        return run_on_sqlite(conn, raw, plan.sql, plan.args(params))
 
     def _plan(self, dialect: Dialect, params: Mapping[str, Any]) -> _Plan | None:
         names = frozenset(params)
+        if names not in self._plans:
+            self._plans[names] = _compile(self.statement, dialect, params)[1]
+        return self._plans[names]
+
+
+class PreparedRead:
+    """A SELECT run by name-bound parameters: `first` gives its first row (its columns by name) or None, `all` every
+    row, `scalar` the first column of the first row. The values are what SQLAlchemy's result would hold: each
+    column's type decodes it as the dialect does."""
+
+    def __init__(self, statement: Select[Any]) -> None:
+        self.statement = statement
+        self._plans: dict[frozenset[str], _ReadPlan | None] = {}
+
+    def first(self, conn: Connection, params: Mapping[str, Any] | None = None) -> Any | None:
+        rows = self._run(conn, params or {}, first=True)
+        if rows is None:
+            return conn.execute(self.statement, dict(params or {})).first()
+        return rows[0] if rows else None
+
+    def all(self, conn: Connection, params: Mapping[str, Any] | None = None) -> Sequence[Any]:
+        rows = self._run(conn, params or {}, first=False)
+        return conn.execute(self.statement, dict(params or {})).all() if rows is None else rows
+
+    def scalar(self, conn: Connection, params: Mapping[str, Any] | None = None) -> Any:
+        row = self.first(conn, params)
+        return None if row is None else row[0]
+
+    def _run(self, conn: Connection, params: Mapping[str, Any], *, first: bool) -> list[Any] | None:
+        """The rows, or None where this statement goes through `conn.execute`."""
+        raw = sqlite_connection(conn)
+        if raw is None:
+            return None
+        names = frozenset(params)
+        if names not in self._plans:
+            self._plans[names] = self._plan(conn.dialect, params)
+        plan = self._plans[names]
+        if plan is None:
+            return None
+        args = plan.query.args(params)
         try:
-            return self._plans[names]
-        except KeyError:
-            pass
-        compiled = self.statement.compile(dialect=dialect, column_keys=sorted(names))
-        positions = compiled.positiontup
-        plan = None
-        # Columns whose defaults SQLAlchemy computes in Python at execution (`default=`, `onupdate=` not given here)
-        # need its execution context: such a statement goes through `conn.execute`.
-        if positions is not None and not compiled.insert_prefetch and not compiled.update_prefetch:
-            processors = [compiled._bind_processors.get(name) for name in positions]  # the dialect's, as execute's
-            if set(positions) <= names and all(p is None or callable(p) for p in processors):
-                plan = _Plan(compiled.string, tuple(positions), tuple(cast(_Processor | None, p) for p in processors))
-        self._plans[names] = plan
-        return plan
+            cursor = raw.execute(plan.query.sql, args)
+            found = [cursor.fetchone()] if first else cursor.fetchall()
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(
+                plan.query.sql, args, exc, sqlite3.Error, hide_parameters=True, dialect=conn.dialect
+            ) from exc
+        return [plan.make_row(values) for values in found if values is not None]
+
+    def _plan(self, dialect: Dialect, params: Mapping[str, Any]) -> _ReadPlan | None:
+        compiled, query = _compile(self.statement, dialect, params)
+        columns = getattr(compiled, "_result_columns", None)
+        if query is None or not columns:
+            return None
+        keys = [column[0] for column in columns]
+        if len(set(keys)) != len(keys) or not all(key.isidentifier() and not key.startswith("_") for key in keys):
+            return None
+        processors = tuple(column[3]._cached_result_processor(dialect, None) for column in columns)
+        return _ReadPlan(query, namedtuple("Row", keys), processors)
 
 
-__all__ = ["PreparedWrite", "run_on_sqlite", "sqlite_connection"]
+__all__ = ["PreparedRead", "PreparedWrite", "run_on_sqlite", "sqlite_connection"]

@@ -33,7 +33,7 @@ from kefu.errors import NotFoundError, StoreUnavailableError
 from kefu.safety.crypto import TextCipher, is_encrypted
 from kefu.store.dialogue_models import DialogueStateRow, Ticket
 from kefu.store.models import AuditEvent, ChatMessage, ChatSession, Feedback, new_id, utcnow
-from kefu.store.prepared import PreparedWrite
+from kefu.store.prepared import PreparedRead, PreparedWrite
 from kefu.store.sqlite_thread import SQLiteThread, is_sqlite_file
 
 GENESIS_HASH = "0" * 64
@@ -77,14 +77,14 @@ def _newest_of_session(columns: Sequence[Any]) -> Select[Any]:
 
 _MESSAGE_KEYS = tuple(c.name for c in _MESSAGE_COLUMNS)
 _WORD_KEYS = tuple(c.name for c in _WORD_COLUMNS)
-_SESSION_MESSAGES = _newest_of_session(_MESSAGE_COLUMNS)
-_SESSION_WORDS = _newest_of_session(_WORD_COLUMNS)
+_SESSION_MESSAGES = PreparedRead(_newest_of_session(_MESSAGE_COLUMNS))
+_SESSION_WORDS = PreparedRead(_newest_of_session(_WORD_COLUMNS))
 # A turn's writes go to SQLite without SQLAlchemy's per-call work (store/prepared.py).
 _INSERT_SESSION = PreparedWrite(insert(_SESSIONS))
 _INSERT_MESSAGE = PreparedWrite(insert(_MESSAGES))
 # A turn's other statements, built once too (reading the session's row took 25 µs built once, 110 µs built on each
 # call): bound by name, with names no column has, as update() requires.
-_SESSION_BY_ID = select(*_SESSION_COLUMNS).where(_SESSIONS.c.id == bindparam("b_session_id"))
+_SESSION_BY_ID = PreparedRead(select(*_SESSION_COLUMNS).where(_SESSIONS.c.id == bindparam("b_session_id")))
 _TOUCH_SESSION = PreparedWrite(
     update(_SESSIONS).where(_SESSIONS.c.id == bindparam("b_session_id")).values(updated_at=bindparam("b_now"))
 )
@@ -427,9 +427,7 @@ class ConversationStore:
         return _session_record(row) if row is not None else None
 
     async def get_session(self, session_id: str, *, tenant_id: str = "default") -> SessionRecord:
-        row = await self._run(
-            lambda conn: conn.execute(_SESSION_BY_ID, {"b_session_id": session_id}).first(), write=False
-        )
+        row = await self._run(lambda conn: _SESSION_BY_ID.first(conn, {"b_session_id": session_id}), write=False)
         if row is None or row.tenant_id != tenant_id:
             raise NotFoundError(f"session {session_id} not found")
         return _session_record(row)
@@ -546,7 +544,7 @@ class ConversationStore:
         """
         query = _SESSION_WORDS if words_only else _SESSION_MESSAGES
         params = {"session_id": session_id, "tenant_id": tenant_id, "limit": limit}
-        rows = await self._run(lambda conn: conn.execute(query, params).all(), write=False)
+        rows = await self._run(lambda conn: query.all(conn, params), write=False)
         keys = _WORD_KEYS if words_only else _MESSAGE_KEYS
         records = [_message_record(r, keys) for r in reversed(rows)]
         if self._cipher is not None:
@@ -750,7 +748,7 @@ def _open_session(
 ) -> tuple[SessionRecord, bool]:
     """(the customer's session, whether it was created now), inside the caller's transaction."""
     if session_id is not None:
-        found = conn.execute(_SESSION_BY_ID, {"b_session_id": session_id}).first()
+        found = _SESSION_BY_ID.first(conn, {"b_session_id": session_id})
         if found is not None:
             if found.user_id != user_id or found.tenant_id != tenant_id:
                 raise NotFoundError(f"session {session_id} not found for this customer")
