@@ -6,19 +6,25 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Row, Table, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, func, insert, or_, select, update
 
 from kefu.errors import ConflictError, NotFoundError
 from kefu.store import ConversationStore
 from kefu.store.dialogue_models import Ticket
 from kefu.store.models import new_id, utcnow
+from kefu.store.prepared import PreparedRead, PreparedWrite
 from kefu.store.repository import aware
 
 _TICKETS = cast(Table, Ticket.__table__)
 OPEN_STATUSES = ("queued", "assigned")
-_OPEN_FOR_SESSION = select(_TICKETS).where(
-    _TICKETS.c.session_id == bindparam("b_session_id"), _TICKETS.c.status.in_(OPEN_STATUSES)
+# The open statuses spelled out (not an IN list, which SQLAlchemy expands on each call): SQLite gets it as compiled.
+_OPEN_FOR_SESSION = PreparedRead(
+    select(_TICKETS).where(
+        _TICKETS.c.session_id == bindparam("b_session_id"), or_(*(_TICKETS.c.status == s for s in OPEN_STATUSES))
+    )
 )
+_INSERT_TICKET = PreparedWrite(insert(_TICKETS))
+_TICKET_BY_ID = PreparedRead(select(_TICKETS).where(_TICKETS.c.id == bindparam("b_ticket_id")))
 """Built once: read on every turn of a session that asked for a person, and by every handoff."""
 
 
@@ -65,26 +71,26 @@ class TicketRecord:
         }
 
 
-def _record(row: Row[Any]) -> TicketRecord:
-    data = row._mapping
+def _record(row: Any) -> TicketRecord:
+    """A ticket's row (SQLAlchemy's, or a `PreparedRead`'s: its columns by name)."""
     return TicketRecord(
-        id=data["id"],
-        tenant_id=data["tenant_id"],
-        session_id=data["session_id"],
-        status=data["status"],
-        priority=data["priority"],
-        reason=data["reason"],
-        summary=data["summary"],
-        intent=data["intent"],
-        emotion=data["emotion"],
-        context=dict(data["context"] or {}),
-        agent_id=data["agent_id"],
-        agent_name=data["agent_name"],
-        resolution_code=data["resolution_code"],
-        note=data["note"],
-        created_at=aware(data["created_at"]),
-        claimed_at=aware(data["claimed_at"]) if data["claimed_at"] else None,
-        closed_at=aware(data["closed_at"]) if data["closed_at"] else None,
+        id=row.id,
+        tenant_id=row.tenant_id,
+        session_id=row.session_id,
+        status=row.status,
+        priority=row.priority,
+        reason=row.reason,
+        summary=row.summary,
+        intent=row.intent,
+        emotion=row.emotion,
+        context=dict(row.context or {}),
+        agent_id=row.agent_id,
+        agent_name=row.agent_name,
+        resolution_code=row.resolution_code,
+        note=row.note,
+        created_at=aware(row.created_at),
+        claimed_at=aware(row.claimed_at) if row.claimed_at else None,
+        closed_at=aware(row.closed_at) if row.closed_at else None,
     )
 
 
@@ -109,26 +115,27 @@ class Tickets:
         """The session's open ticket, or a new one; the flag says whether it was created now."""
 
         def transaction(conn: Connection) -> tuple[TicketRecord, bool]:
-            existing = conn.execute(_OPEN_FOR_SESSION, {"b_session_id": session_id}).first()
+            existing = _OPEN_FOR_SESSION.first(conn, {"b_session_id": session_id})
             if existing is not None:
                 return _record(existing), False
             ticket_id = new_id()
-            conn.execute(
-                insert(_TICKETS).values(
-                    id=ticket_id,
-                    tenant_id=tenant_id,
-                    session_id=session_id,
-                    status="queued",
-                    priority=priority,
-                    reason=reason,
-                    summary=summary,
-                    intent=intent,
-                    emotion=emotion,
-                    context=context,
-                    created_at=utcnow(),
-                )
+            _INSERT_TICKET.execute(
+                conn,
+                {
+                    "id": ticket_id,
+                    "tenant_id": tenant_id,
+                    "session_id": session_id,
+                    "status": "queued",
+                    "priority": priority,
+                    "reason": reason,
+                    "summary": summary,
+                    "intent": intent,
+                    "emotion": emotion,
+                    "context": context,
+                    "created_at": utcnow(),
+                },
             )
-            row = conn.execute(select(_TICKETS).where(_TICKETS.c.id == ticket_id)).one()
+            row = _TICKET_BY_ID.first(conn, {"b_ticket_id": ticket_id})
             return _record(row), True
 
         return await self.store.transaction(transaction, write=True)
@@ -142,7 +149,7 @@ class Tickets:
 
     async def open_for_session(self, session_id: str) -> TicketRecord | None:
         row = await self.store.transaction(
-            lambda conn: conn.execute(_OPEN_FOR_SESSION, {"b_session_id": session_id}).first(), write=False
+            lambda conn: _OPEN_FOR_SESSION.first(conn, {"b_session_id": session_id}), write=False
         )
         return _record(row) if row is not None else None
 

@@ -88,8 +88,10 @@ _SESSION_BY_ID = PreparedRead(select(*_SESSION_COLUMNS).where(_SESSIONS.c.id == 
 _TOUCH_SESSION = PreparedWrite(
     update(_SESSIONS).where(_SESSIONS.c.id == bindparam("b_session_id")).values(updated_at=bindparam("b_now"))
 )
-_MESSAGE_BY_CLIENT_ID = select(*_MESSAGE_COLUMNS).where(
-    _MESSAGES.c.session_id == bindparam("b_session_id"), _MESSAGES.c.client_message_id == bindparam("b_client_id")
+_MESSAGE_BY_CLIENT_ID = PreparedRead(
+    select(*_MESSAGE_COLUMNS).where(
+        _MESSAGES.c.session_id == bindparam("b_session_id"), _MESSAGES.c.client_message_id == bindparam("b_client_id")
+    )
 )
 _MAX_TURN_ATTEMPTS = 2
 _PURGE_LOCK = 0x6B656675_7075
@@ -813,7 +815,7 @@ def _insert_message(
 
 
 def _find_by_client_id(conn: Connection, session_id: str, client_message_id: str) -> MessageRecord | None:
-    row = conn.execute(_MESSAGE_BY_CLIENT_ID, {"b_session_id": session_id, "b_client_id": client_message_id}).first()
+    row = _MESSAGE_BY_CLIENT_ID.first(conn, {"b_session_id": session_id, "b_client_id": client_message_id})
     return _message_record(row) if row is not None else None
 
 
