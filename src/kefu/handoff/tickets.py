@@ -23,9 +23,9 @@ _OPEN_FOR_SESSION = PreparedRead(
         _TICKETS.c.session_id == bindparam("b_session_id"), or_(*(_TICKETS.c.status == s for s in OPEN_STATUSES))
     )
 )
+"""Built once: read on every turn of a session that asked for a person, and by every handoff."""
 _INSERT_TICKET = PreparedWrite(insert(_TICKETS))
 _TICKET_BY_ID = PreparedRead(select(_TICKETS).where(_TICKETS.c.id == bindparam("b_ticket_id")))
-"""Built once: read on every turn of a session that asked for a person, and by every handoff."""
 
 
 @dataclass(frozen=True, slots=True)

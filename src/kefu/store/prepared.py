@@ -1,19 +1,22 @@
-"""A turn's writes, compiled once and handed straight to SQLite.
+"""A turn's statements, compiled once and handed straight to SQLite.
 
-Every turn writes a few rows (the customer's message, the reply, the session marked active, the dialogue state).
-SQLAlchemy's `Connection.execute` spends most of a statement's time in Python before SQLite sees it (the compiled
-cache's key, the parameters' processing, the execution context and its result): measured on the load test, about
-a tenth of the event loop's time, against a hundredth in SQLite itself. `PreparedWrite` compiles its statement once
-per set of parameter names and, on a `sqlite3` connection, runs it with the dialect's own bind processors (the
-same JSON and date texts SQLAlchemy would store), translating a `sqlite3` error into SQLAlchemy's (an
-`IntegrityError` is still an `IntegrityError`). On any other driver (PostgreSQL, aiosqlite) it is `conn.execute`.
+Every turn reads and writes a few rows (the session, the customer's message, the reply, the dialogue state, the
+conversation's last messages). SQLAlchemy's `Connection.execute` spends most of a statement's time in Python before
+SQLite sees it (the compiled cache's key, the parameters' processing, the execution context and its result):
+measured on the load test, about a tenth of the event loop's time, against a hundredth in SQLite itself.
+`PreparedWrite` and `PreparedRead` compile their statement once per set of parameter names and, on a `sqlite3`
+connection, run it with the dialect's own bind and result processors (the same JSON and date texts SQLAlchemy
+would store and read back), translating a `sqlite3` error into SQLAlchemy's (an `IntegrityError` is still an
+`IntegrityError`). On any other driver (PostgreSQL, aiosqlite), or for a statement that needs SQLAlchemy's
+execution context, they are `conn.execute`.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections import namedtuple
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -33,14 +36,20 @@ def sqlite_connection(conn: Connection) -> sqlite3.Connection | None:
     return raw if isinstance(raw, sqlite3.Connection) else None
 
 
-def run_on_sqlite(conn: Connection, raw: sqlite3.Connection, sql: str, args: tuple[Any, ...] = ()) -> int:
-    """Run `sql` on `conn`'s own `sqlite3` connection (in its transaction); a failure is SQLAlchemy's exception
-    for it (`IntegrityError`, `OperationalError`, with the `sqlite3` error as `.orig`), parameters hidden as the
-    engines hide them. Returns the rows changed."""
+@contextmanager
+def _sqlalchemy_errors(conn: Connection, sql: str, args: tuple[Any, ...]) -> Iterator[None]:
+    """A `sqlite3` error as SQLAlchemy's exception for it (`IntegrityError`, `OperationalError`, with the `sqlite3`
+    error as `.orig`), parameters hidden as the engines hide them."""
     try:
-        return raw.execute(sql, args).rowcount
+        yield
     except sqlite3.Error as exc:
         raise DBAPIError.instance(sql, args, exc, sqlite3.Error, hide_parameters=True, dialect=conn.dialect) from exc
+
+
+def run_on_sqlite(conn: Connection, raw: sqlite3.Connection, sql: str, args: tuple[Any, ...] = ()) -> int:
+    """Run `sql` on `conn`'s own `sqlite3` connection (in its transaction); returns the rows changed."""
+    with _sqlalchemy_errors(conn, sql, args):
+        return raw.execute(sql, args).rowcount
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,13 +158,9 @@ class PreparedRead:
         if plan is None:
             return None
         args = plan.query.args(params)
-        try:
+        with _sqlalchemy_errors(conn, plan.query.sql, args):
             cursor = raw.execute(plan.query.sql, args)
             found = [cursor.fetchone()] if first else cursor.fetchall()
-        except sqlite3.Error as exc:
-            raise DBAPIError.instance(
-                plan.query.sql, args, exc, sqlite3.Error, hide_parameters=True, dialect=conn.dialect
-            ) from exc
         return [plan.make_row(values) for values in found if values is not None]
 
     def _plan(self, dialect: Dialect, params: Mapping[str, Any]) -> _ReadPlan | None:

@@ -267,7 +267,7 @@ class Understanding:
         """The classifier's prediction and the message's emotion: functions of the message alone (its vector is its
         semantic text's), kept for the last `MEMO_SIZE` messages. Customers send the same words again and again
         ("转人工", "在吗", an FAQ's question, the widget's suggested questions), and classifying one is a tenth of a
-        turn's Python; the entities, which depend on the clock and the conversation, are not kept."""
+        turn's Python. (Entities depend on the day and the conversation: the extractor keeps them by text and day.)"""
         model = self.model
         thresholds = (model.thresholds.temperature, model.thresholds.oos, model.thresholds.accept) if model else None
         with self._read_lock:
