@@ -18,7 +18,7 @@ from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
 from sqlalchemy import Connection, Select
 from sqlalchemy.engine.interfaces import Dialect
@@ -28,6 +28,7 @@ from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.elements import ClauseElement
 
 _Processor = Callable[[Any], Any]
+P = TypeVar("P")
 
 
 def sqlite_connection(conn: Connection) -> sqlite3.Connection | None:
@@ -87,9 +88,9 @@ def _compile(statement: ClauseElement, dialect: Dialect, params: Mapping[str, An
     value."""
     compiled = cast(SQLCompiler, statement.compile(dialect=dialect, column_keys=sorted(params)))
     positions = compiled.positiontup
-    if positions is None or getattr(compiled, "insert_prefetch", None) or getattr(compiled, "update_prefetch", None):
+    if positions is None or compiled.insert_prefetch or compiled.update_prefetch:
         return compiled, None
-    if getattr(compiled, "literal_execute_params", None) or getattr(compiled, "post_compile_params", None):
+    if compiled.literal_execute_params or compiled.post_compile_params:
         return compiled, None
     unbound = {name: compiled.binds.get(name) for name in positions if name not in params}
     if any(bind is None or bind.required or bind.callable is not None for bind in unbound.values()):
@@ -102,35 +103,53 @@ def _compile(statement: ClauseElement, dialect: Dialect, params: Mapping[str, An
     return compiled, _Plan(compiled.string, tuple(positions), typed, fixed)
 
 
-class PreparedWrite:
+class _Prepared(Generic[P]):
+    """Plans for SQLite, one per set of parameter names (None: the statement goes through SQLAlchemy)."""
+
+    def __init__(self) -> None:
+        self._plans: dict[frozenset[str], P | None] = {}
+
+    def _sqlite_plan(self, conn: Connection, params: Mapping[str, Any]) -> tuple[sqlite3.Connection, P] | None:
+        """`conn`'s sqlite3 connection and the plan for these parameters; None where `conn.execute` runs it."""
+        raw = sqlite_connection(conn)
+        if raw is None:
+            return None
+        names = frozenset(params)
+        if names not in self._plans:
+            self._plans[names] = self._build(conn.dialect, params)
+        plan = self._plans[names]
+        return None if plan is None else (raw, plan)
+
+    def _build(self, dialect: Dialect, params: Mapping[str, Any]) -> P | None:
+        raise NotImplementedError
+
+
+class PreparedWrite(_Prepared[_Plan]):
     """An INSERT or UPDATE run by name-bound parameters; `execute` returns the rows it changed."""
 
     def __init__(self, statement: UpdateBase) -> None:
+        super().__init__()
         self.statement = statement
-        self._plans: dict[frozenset[str], _Plan | None] = {}
 
     def execute(self, conn: Connection, params: Mapping[str, Any]) -> int:
-        raw = sqlite_connection(conn)
-        plan = self._plan(conn.dialect, params) if raw is not None else None
-        if raw is None or plan is None:
+        found = self._sqlite_plan(conn, params)
+        if found is None:
             return conn.execute(self.statement, dict(params)).rowcount
+        raw, plan = found
         return run_on_sqlite(conn, raw, plan.sql, plan.args(params))
 
-    def _plan(self, dialect: Dialect, params: Mapping[str, Any]) -> _Plan | None:
-        names = frozenset(params)
-        if names not in self._plans:
-            self._plans[names] = _compile(self.statement, dialect, params)[1]
-        return self._plans[names]
+    def _build(self, dialect: Dialect, params: Mapping[str, Any]) -> _Plan | None:
+        return _compile(self.statement, dialect, params)[1]
 
 
-class PreparedRead:
+class PreparedRead(_Prepared[_ReadPlan]):
     """A SELECT run by name-bound parameters: `first` gives its first row (its columns by name) or None, `all` every
     row, `scalar` the first column of the first row. The values are what SQLAlchemy's result would hold: each
     column's type decodes it as the dialect does."""
 
     def __init__(self, statement: Select[Any]) -> None:
+        super().__init__()
         self.statement = statement
-        self._plans: dict[frozenset[str], _ReadPlan | None] = {}
 
     def first(self, conn: Connection, params: Mapping[str, Any] | None = None) -> Any | None:
         rows = self._run(conn, params or {}, first=True)
@@ -148,24 +167,19 @@ class PreparedRead:
 
     def _run(self, conn: Connection, params: Mapping[str, Any], *, first: bool) -> list[Any] | None:
         """The rows, or None where this statement goes through `conn.execute`."""
-        raw = sqlite_connection(conn)
-        if raw is None:
+        found = self._sqlite_plan(conn, params)
+        if found is None:
             return None
-        names = frozenset(params)
-        if names not in self._plans:
-            self._plans[names] = self._plan(conn.dialect, params)
-        plan = self._plans[names]
-        if plan is None:
-            return None
+        raw, plan = found
         args = plan.query.args(params)
         with _sqlalchemy_errors(conn, plan.query.sql, args):
             cursor = raw.execute(plan.query.sql, args)
-            found = [cursor.fetchone()] if first else cursor.fetchall()
-        return [plan.make_row(values) for values in found if values is not None]
+            rows = [cursor.fetchone()] if first else cursor.fetchall()
+        return [plan.make_row(values) for values in rows if values is not None]
 
-    def _plan(self, dialect: Dialect, params: Mapping[str, Any]) -> _ReadPlan | None:
+    def _build(self, dialect: Dialect, params: Mapping[str, Any]) -> _ReadPlan | None:
         compiled, query = _compile(self.statement, dialect, params)
-        columns = getattr(compiled, "_result_columns", None)
+        columns = compiled._result_columns
         if query is None or not columns:
             return None
         keys = [column[0] for column in columns]

@@ -282,11 +282,9 @@ class _Lane:
             # Every write transaction begins so: straight on the sqlite3 connection, without SQLAlchemy's per-call
             # work (store/prepared.py).
             raw = sqlite_connection(conn)
+            assert raw is not None  # a lane's engine is always pysqlite
             try:
-                if raw is None:
-                    conn.exec_driver_sql("BEGIN IMMEDIATE")
-                else:
-                    run_on_sqlite(conn, raw, "BEGIN IMMEDIATE")
+                run_on_sqlite(conn, raw, "BEGIN IMMEDIATE")
             except OperationalError as exc:
                 if isinstance(exc.orig, sqlite3.OperationalError) and exc.orig.sqlite_errorcode & 0xFF in (
                     sqlite3.SQLITE_BUSY,
