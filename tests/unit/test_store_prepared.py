@@ -14,6 +14,7 @@ from sqlalchemy import Connection, bindparam, event, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from kefu.dialogue.state import _STATES, _UPDATE
+from kefu.knowledge.repository import KnowledgeRepository
 from kefu.store import ConversationStore
 from kefu.store.database import create_engine, migrate
 from kefu.store.prepared import PreparedRead, PreparedWrite
@@ -160,3 +161,37 @@ async def test_a_read_sqlite_cannot_take_as_compiled_goes_through_sqlalchemy(sto
     await _open(store)
     ids = select(_SESSIONS.c.id).where(_SESSIONS.c.id.in_(["s1", "s2"]))  # an expanding IN list
     assert await store.transaction(lambda conn: PreparedRead(ids).scalar(conn), write=False) == "s1"
+
+
+async def test_an_unanswered_question_is_counted_straight_on_sqlite(store: ConversationStore, tmp_path: Path) -> None:
+    """The knowledge store counts a turn's unanswered question without SQLAlchemy's per-statement work, and the row
+    reads back through SQLAlchemy as written: a second asking counts on the first's row, with its own time."""
+    knowledge = KnowledgeRepository(store.engine)
+    seen: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement)
+
+    event.listen(store.engine.sync_engine.__class__, "before_cursor_execute", count)
+    try:
+        first = await knowledge.record_gap(
+            tenant_id="t", question="Do you ship to Mars? ", lang="en", reason="not_covered", session_id="s1"
+        )
+        again = await knowledge.record_gap(
+            tenant_id="t", question="do you ship to mars", lang="en", reason="low_score", session_id="s2"
+        )
+        assert not [s for s in seen if "kb_gaps" in s]
+        (gap,) = await knowledge.gaps("t")
+    finally:
+        event.remove(store.engine.sync_engine.__class__, "before_cursor_execute", count)
+        await knowledge.aclose()
+    assert (first, again) == (1, 2)
+    (row,) = _rows(tmp_path / "kefu.db", "kb_gaps")
+    assert (row["question"], row["reason"], row["count"], row["last_session_id"], row["lang"]) == (
+        "do you ship to mars",
+        "low_score",
+        2,
+        "s2",
+        "en",
+    )
+    assert gap.first_seen.tzinfo is not None and gap.first_seen <= gap.last_seen <= datetime.now(UTC)

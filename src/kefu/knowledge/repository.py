@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, TypeVar, cast
 
 import numpy as np
-from sqlalchemy import ColumnElement, Connection, Row, Table, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Row, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -21,7 +21,7 @@ from kefu.knowledge.text import normalize_question
 from kefu.knowledge.types import ChunkDraft, ChunkInfo, IndexedChunk, Vector
 from kefu.store.knowledge_models import KnowledgeChunk, KnowledgeDocument, KnowledgeGap, KnowledgeState
 from kefu.store.models import new_id, utcnow
-from kefu.store.prepared import PreparedRead
+from kefu.store.prepared import PreparedRead, PreparedWrite
 from kefu.store.repository import aware
 from kefu.store.sqlite_thread import SQLiteThread, is_sqlite_file
 
@@ -33,6 +33,21 @@ _STATE = cast(Table, KnowledgeState.__table__)
 _GAPS = cast(Table, KnowledgeGap.__table__)
 _STATE_ID = "global"
 _CURRENT_VERSION = PreparedRead(select(_STATE.c.version).where(_STATE.c.id == _STATE_ID))
+# An unanswered question is counted on the turn that could not answer it: built once (store/prepared.py).
+_GAP = (_GAPS.c.tenant_id == bindparam("b_tenant_id")) & (_GAPS.c.question_key == bindparam("b_key"))
+_COUNT_GAP = PreparedWrite(
+    update(_GAPS)
+    .where(_GAP)
+    .values(
+        count=_GAPS.c.count + 1,
+        last_seen=bindparam("b_now"),
+        question=bindparam("b_question"),
+        reason=bindparam("b_reason"),
+        last_session_id=bindparam("b_session_id"),
+    )
+)
+_INSERT_GAP = PreparedWrite(insert(_GAPS))
+_GAP_COUNT = PreparedRead(select(_GAPS.c.count).where(_GAP))
 _MAX_GAP_CHARS = 500
 
 
@@ -425,32 +440,29 @@ class KnowledgeRepository:
         key = hashlib.sha256(normalize_question(question).encode()).hexdigest()[:32]
         text = question.strip()[:_MAX_GAP_CHARS]
         now = utcnow()
-        where = (_GAPS.c.tenant_id == tenant_id) & (_GAPS.c.question_key == key)
+        found = {"b_tenant_id": tenant_id, "b_key": key}
 
         def transaction(conn: Connection) -> int:
-            changed = conn.execute(
-                update(_GAPS)
-                .where(where)
-                .values(
-                    count=_GAPS.c.count + 1, last_seen=now, question=text, reason=reason, last_session_id=session_id
-                )
+            changed = _COUNT_GAP.execute(
+                conn, {**found, "b_now": now, "b_question": text, "b_reason": reason, "b_session_id": session_id}
             )
-            if changed.rowcount == 0:
-                conn.execute(
-                    insert(_GAPS).values(
-                        id=new_id(),
-                        tenant_id=tenant_id,
-                        question_key=key,
-                        question=text,
-                        lang=lang,
-                        reason=reason,
-                        count=1,
-                        first_seen=now,
-                        last_seen=now,
-                        last_session_id=session_id,
-                    )
+            if changed == 0:
+                _INSERT_GAP.execute(
+                    conn,
+                    {
+                        "id": new_id(),
+                        "tenant_id": tenant_id,
+                        "question_key": key,
+                        "question": text,
+                        "lang": lang,
+                        "reason": reason,
+                        "count": 1,
+                        "first_seen": now,
+                        "last_seen": now,
+                        "last_session_id": session_id,
+                    },
                 )
-            return int(conn.scalar(select(_GAPS.c.count).where(where)) or 1)
+            return int(_GAP_COUNT.scalar(conn, found) or 1)
 
         for _ in range(2):
             try:
