@@ -14,11 +14,12 @@ from sqlalchemy import Connection, bindparam, event, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from kefu.dialogue.state import _STATES, _UPDATE
+from kefu.handoff.tickets import Tickets
 from kefu.knowledge.repository import KnowledgeRepository
 from kefu.store import ConversationStore
 from kefu.store.database import create_engine, migrate
 from kefu.store.prepared import PreparedRead, PreparedWrite
-from kefu.store.repository import _MESSAGE_COLUMNS, _MESSAGES, _SESSIONS, _newest_of_session
+from kefu.store.repository import _MESSAGE_COLUMNS, _MESSAGES, _SESSIONS, AuditEntry, _newest_of_session
 
 
 @pytest.fixture
@@ -195,3 +196,57 @@ async def test_an_unanswered_question_is_counted_straight_on_sqlite(store: Conve
         "en",
     )
     assert gap.first_seen.tzinfo is not None and gap.first_seen <= gap.last_seen <= datetime.now(UTC)
+
+
+async def test_a_batch_of_audit_events_chains_and_goes_straight_to_sqlite(store: ConversationStore) -> None:
+    """Model I/O is audited in batches: one executemany on sqlite3, chained as one at a time would be."""
+    seen: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement)
+
+    await store.audit(actor="admin", action="config.change", target="k0", data={"值": 0})
+    batch = [AuditEntry(actor="kefu", action="llm.call", target=f"s{i}", data={"n": i}) for i in range(3)]
+    event.listen(store.engine.sync_engine.__class__, "before_cursor_execute", count)
+    try:
+        await store.audit_many(batch)
+    finally:
+        event.remove(store.engine.sync_engine.__class__, "before_cursor_execute", count)
+    assert not [s for s in seen if "audit_events" in s]
+    assert await store.verify_audit_chain() == (True, 4, "")
+    events = await store.audit_events(tenant_id="default")
+    assert [(e.target, e.data) for e in events] == [
+        ("s2", {"n": 2}),
+        ("s1", {"n": 1}),
+        ("s0", {"n": 0}),
+        ("k0", {"值": 0}),
+    ]
+
+
+async def test_execute_many_needs_the_same_names_in_every_row(store: ConversationStore) -> None:
+    await _open(store)
+    prepared = PreparedWrite(insert(_MESSAGES))
+    rows = [_message("m1"), {**_message("m2"), "extra": 1}]
+    with pytest.raises(ValueError, match="same parameters"):
+        await store.transaction(lambda conn: prepared.execute_many(conn, rows), write=True)
+    assert await store.list_messages("s1") == []
+
+
+async def test_a_customers_place_in_the_queue_counts_tickets_ahead(store: ConversationStore) -> None:
+    """Higher priority first, then the older of the same priority; another tenant's queue does not count."""
+    tickets = Tickets(store)
+    opened = []
+    for session, tenant, priority in [("a", "default", 1), ("b", "default", 2), ("c", "default", 1), ("d", "acme", 3)]:
+        await store.open_session(session_id=f"session-{session}", user_id=session, channel="web", tenant_id=tenant)
+        ticket, _ = await tickets.open(
+            session_id=f"session-{session}",
+            tenant_id=tenant,
+            reason="asked",
+            priority=priority,
+            summary="",
+            intent=None,
+            emotion=None,
+            context={},
+        )
+        opened.append(ticket)
+    assert [await tickets.position(t) for t in opened] == [2, 1, 3, 1]

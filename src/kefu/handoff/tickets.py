@@ -26,6 +26,17 @@ _OPEN_FOR_SESSION = PreparedRead(
 """Built once: read on every turn of a session that asked for a person, and by every handoff."""
 _INSERT_TICKET = PreparedWrite(insert(_TICKETS))
 _TICKET_BY_ID = PreparedRead(select(_TICKETS).where(_TICKETS.c.id == bindparam("b_ticket_id")))
+_QUEUED_AHEAD = PreparedRead(
+    select(func.count())
+    .select_from(_TICKETS)
+    .where(
+        _TICKETS.c.tenant_id == bindparam("b_tenant_id"),
+        _TICKETS.c.status == "queued",
+        (_TICKETS.c.priority > bindparam("b_priority"))
+        | ((_TICKETS.c.priority == bindparam("b_priority")) & (_TICKETS.c.created_at < bindparam("b_created_at"))),
+    )
+)
+"""A handoff tells the customer their place in the queue."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,17 +191,8 @@ class Tickets:
 
     async def position(self, ticket: TicketRecord) -> int:
         """1-based place in the queue: tickets waiting ahead of this one (higher priority, or same and older)."""
-        ahead = (
-            select(func.count())
-            .select_from(_TICKETS)
-            .where(
-                _TICKETS.c.tenant_id == ticket.tenant_id,
-                _TICKETS.c.status == "queued",
-                (_TICKETS.c.priority > ticket.priority)
-                | ((_TICKETS.c.priority == ticket.priority) & (_TICKETS.c.created_at < ticket.created_at)),
-            )
-        )
-        count = await self.store.transaction(lambda conn: conn.execute(ahead).scalar_one(), write=False)
+        params = {"b_tenant_id": ticket.tenant_id, "b_priority": ticket.priority, "b_created_at": ticket.created_at}
+        count = await self.store.transaction(lambda conn: _QUEUED_AHEAD.scalar(conn, params), write=False)
         return int(count) + 1
 
     async def claim(

@@ -138,6 +138,21 @@ class PreparedWrite(_Prepared[_Plan]):
         raw, plan = found
         return run_on_sqlite(conn, raw, plan.sql, plan.args(params))
 
+    def execute_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """The statement once per row (SQLAlchemy's executemany elsewhere); every row binds the same names."""
+        if not rows:
+            return
+        found = self._sqlite_plan(conn, rows[0])
+        if found is None:
+            conn.execute(self.statement, [dict(row) for row in rows])
+            return
+        raw, plan = found
+        if any(row.keys() != rows[0].keys() for row in rows):
+            raise ValueError("execute_many: every row must bind the same parameters")
+        args = [plan.args(row) for row in rows]
+        with _sqlalchemy_errors(conn, plan.sql, args[0]):
+            raw.executemany(plan.sql, args)
+
     def _build(self, dialect: Dialect, params: Mapping[str, Any]) -> _Plan | None:
         return _compile(self.statement, dialect, params)[1]
 

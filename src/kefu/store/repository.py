@@ -93,6 +93,8 @@ _MESSAGE_BY_CLIENT_ID = PreparedRead(
         _MESSAGES.c.session_id == bindparam("b_session_id"), _MESSAGES.c.client_message_id == bindparam("b_client_id")
     )
 )
+_LAST_AUDIT_HASH = PreparedRead(select(_AUDIT.c.hash).order_by(_AUDIT.c.id.desc()).limit(1))
+_INSERT_AUDIT = PreparedWrite(insert(_AUDIT))
 _MAX_TURN_ATTEMPTS = 2
 _PURGE_LOCK = 0x6B656675_7075
 """PostgreSQL advisory lock key of the scheduled purge ("kefu", "pu")."""
@@ -831,7 +833,7 @@ def _append_audit(conn: Connection, events: Sequence[AuditEntry]) -> str:
     if conn.dialect.name == "postgresql":
         # Appenders queue here, so that each one chains onto the hash the previous one wrote.
         conn.execute(text("LOCK TABLE audit_events IN SHARE ROW EXCLUSIVE MODE"))
-    prev_hash = conn.scalar(select(_AUDIT.c.hash).order_by(_AUDIT.c.id.desc()).limit(1)) or GENESIS_HASH
+    prev_hash = _LAST_AUDIT_HASH.scalar(conn) or GENESIS_HASH
     rows = []
     for event in events:
         digest = audit_hash(prev_hash, event.actor, event.action, event.target, event.data, event.at)
@@ -848,7 +850,7 @@ def _append_audit(conn: Connection, events: Sequence[AuditEntry]) -> str:
             }
         )
         prev_hash = digest
-    conn.execute(insert(_AUDIT), rows)
+    _INSERT_AUDIT.execute_many(conn, rows)
     return prev_hash
 
 
