@@ -342,6 +342,11 @@ class FlowLibrary:
         self.flows = flows
         self.commands = commands
         self.identity = identity
+        self._triggers: dict[str, list[tuple[Flow, Trigger]]] = {}
+        """Each intent's triggers, in the flows' order (asked on every turn with an intent)."""
+        for flow in flows.values():
+            for trigger in flow.triggers:
+                self._triggers.setdefault(trigger.intent, []).append((flow, trigger))
 
     def get(self, name: str) -> Flow | None:
         return self.flows.get(name)
@@ -352,13 +357,12 @@ class FlowLibrary:
         if intent is None:
             return None
         best: tuple[int, int, Flow] | None = None
-        for flow in self.flows.values():
-            for trigger in flow.triggers:
-                if not trigger.matches(intent, entity_types, text):
-                    continue
-                rank = (1 if trigger.entities_any or trigger.words_any else 0, flow.priority, flow)
-                if best is None or rank[:2] > best[:2]:
-                    best = rank
+        for flow, trigger in self._triggers.get(intent, ()):
+            if not trigger.matches(intent, entity_types, text):
+                continue
+            rank = (1 if trigger.entities_any or trigger.words_any else 0, flow.priority, flow)
+            if best is None or rank[:2] > best[:2]:
+                best = rank
         return best[2] if best is not None else None
 
 
