@@ -136,3 +136,21 @@ async def test_the_model_reads_the_customer_text_as_written_not_the_guard_readin
     assert text in llm.calls[0].prompt_text
     stored = await app.state.services.store.list_messages(resp.json()["session_id"])
     assert stored[0].text == text
+
+
+def test_a_promised_amount_is_judged_against_each_turns_order() -> None:
+    """The same reply, remembered, is still judged by the order of the turn it comes in."""
+    from kefu.safety.output_guard import _promise_outside_policy
+
+    reply = "我们会为您退款 300 元，今天到账。"
+    assert _promise_outside_policy(reply, {}) == "amount above what the order allows (300 > 0)"
+    assert _promise_outside_policy(reply, {"order": {"refundable": 299.0}}) == (
+        "amount above what the order allows (300 > 299)"
+    )
+    assert _promise_outside_policy(reply, {"order": {"refundable": 300, "total": 100}}) is None
+    assert _promise_outside_policy(reply, {"order": {"total": 500}}) is None
+    two = "We will refund you 50 yuan. We can refund you 900 yuan."
+    assert _promise_outside_policy(two, {"order": {"total": 100}}) == "amount above what the order allows (900 > 100)"
+    assert _promise_outside_policy("We will refund you double, 20 yuan.", {"order": {"total": 1e6}}) == (
+        "multiple of the price promised"
+    )

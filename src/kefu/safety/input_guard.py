@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -20,9 +21,11 @@ _LETTERS = re.compile(r"[A-Za-z]+")
 _VOWELS = re.compile(r"[aeiouy]", re.IGNORECASE)
 
 
+@functools.lru_cache(maxsize=4096)
 def normalise_for_matching(text: str) -> str:
     """NFKC (full-width letters become ASCII) without invisible characters: the output guard's light reading, which
-    keeps the text's length so streamed replies can be cut where a word begins (the input guard reads more)."""
+    keeps the text's length so streamed replies can be cut where a word begins (the input guard reads more). Kept
+    for recent texts: the same FAQ answers and passages are checked on turn after turn."""
     return unicodedata.normalize("NFKC", text).translate(_INVISIBLE)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -158,13 +159,24 @@ def _promise_outside_policy(reply: str, trace: Mapping[str, Any]) -> str | None:
             if isinstance(value, int | float):
                 allowed = float(value)
                 break
-    if _PROMISE_MULTIPLE.search(reply):
+    multiple, amounts, date = _promises(reply)
+    if multiple:
         return "multiple of the price promised"
-    for pattern in _PROMISE_MONEY:
-        for m in pattern.finditer(reply):
-            amount = float((m.group("a1") or m.group("a2")).replace(",", ""))
-            if amount > allowed:
-                return f"amount above what the order allows ({amount:g} > {allowed:g})"
-    if _PROMISE_DATE.search(reply):
+    for amount in amounts:
+        if amount > allowed:
+            return f"amount above what the order allows ({amount:g} > {allowed:g})"
+    if date:
         return "date the shop cannot guarantee"
     return None
+
+
+@functools.lru_cache(maxsize=2048)
+def _promises(reply: str) -> tuple[bool, tuple[float, ...], bool]:
+    """What a reply promises whatever the order, kept for recent replies (the same answers come turn after turn): a
+    multiple of the price, the amounts of money in it (in the order they are checked), a date."""
+    amounts = tuple(
+        float((m.group("a1") or m.group("a2")).replace(",", ""))
+        for pattern in _PROMISE_MONEY
+        for m in pattern.finditer(reply)
+    )
+    return bool(_PROMISE_MULTIPLE.search(reply)), amounts, bool(_PROMISE_DATE.search(reply))

@@ -151,6 +151,10 @@ class MessageRecord:
     where the trace itself was not read (`list_messages(words_only=True)`)."""
 
 
+_REPLY_COLUMNS = tuple(f.name for f in fields(MessageRecord) if f.name not in ("trace", "redacted_text", "emotion"))
+"""A reply's record fields that are its row's columns (its trace is stored as `metadata`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class NewReply:
     """What the pipeline produced for one customer message."""
@@ -515,11 +519,7 @@ class ConversationStore:
             arm_error=reply.arm_error,
             emotion=_emotion(reply.trace),
         )
-        row = {
-            f.name: getattr(message, f.name)
-            for f in fields(message)
-            if f.name not in ("trace", "redacted_text", "emotion")
-        }
+        row = {name: getattr(message, name) for name in _REPLY_COLUMNS}
         params = {**row, "tenant_id": reply.tenant_id, "metadata": message.trace}
         assign = None
         if reply.assign_session:
