@@ -50,6 +50,18 @@ def test_patterns_that_need_an_order_number_wait_for_one(rules: RuleMatcher) -> 
     assert all(h.intent != "track_order" for h in refund), "a refund question about an order is not tracking"
 
 
+def test_a_remembered_message_is_still_matched_by_its_entities(rules: RuleMatcher) -> None:
+    """Hits are kept per text and per entity types the patterns ask for: the same words without an order number
+    found, then with one, then with an unrelated type as well."""
+    text = "LM26110625 到哪了"
+    assert RuleMatcher.decide(rules.match(text, entity_types=())) is None
+    assert RuleMatcher.decide(rules.match(text, entity_types={"phone"})) is None
+    with_order = RuleMatcher.decide(rules.match(text, entity_types={"order_number"}))
+    assert with_order is not None and with_order.intent == "track_order"
+    assert rules.match(text, entity_types={"order_number", "phone"}) == rules.match(text, entity_types=["order_number"])
+    assert RuleMatcher.decide(rules.match(text, entity_types=())) is None
+
+
 def test_long_messages_are_left_to_the_classifier(rules: RuleMatcher) -> None:
     text = "where is my order? I placed it two weeks ago and honestly I would rather cancel it and get my money back"
     assert RuleMatcher.decide(rules.match(text)) is None

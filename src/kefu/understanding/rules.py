@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import ahocorasick
@@ -54,21 +55,28 @@ class RuleMatcher:
         self._has_keywords = bool(keywords)
         if self._has_keywords:
             self._automaton.make_automaton()
+        self._required = self.pattern_entity_types
+        self._hits = functools.lru_cache(maxsize=4096)(self._match)
+        """Each message's hits, kept for recent texts (by the entity types the patterns ask for): the same FAQ
+        questions and flow answers come on turn after turn."""
 
     @property
     def pattern_entity_types(self) -> frozenset[str]:
         """Entity types some pattern rule depends on."""
         return frozenset(t for _, _, _, required in self._patterns for t in required)
 
-    def match(self, text: str, entity_types: Collection[str] = ()) -> list[RuleHit]:
+    def match(self, text: str, entity_types: Collection[str] = ()) -> tuple[RuleHit, ...]:
         """Every rule that fires on `text`, highest priority first."""
+        return self._hits(text, self._required.intersection(entity_types))
+
+    def _match(self, text: str, entity_types: frozenset[str]) -> tuple[RuleHit, ...]:
         hits: list[RuleHit] = []
         exact = self._exact.get(_bare(text))
         if exact is not None:
             hits.append(RuleHit(exact[0], exact[1], "exact", text.strip()))
         if len(text) > self.max_chars:
             # A long message usually says several things; one keyword in it does not decide the intent.
-            return hits
+            return tuple(hits)
         if self._has_keywords:
             lowered = text.lower()
             for end, (keyword, owners) in self._automaton.iter(lowered):
@@ -83,10 +91,10 @@ class RuleMatcher:
             if m is not None:
                 hits.append(RuleHit(name, priority, "pattern", m.group(0)))
         hits.sort(key=lambda h: -h.priority)
-        return hits
+        return tuple(hits)
 
     @staticmethod
-    def decide(hits: list[RuleHit]) -> RuleHit | None:
+    def decide(hits: Sequence[RuleHit]) -> RuleHit | None:
         """The winning hit, or None when two intents of the same top priority fired (ambiguous)."""
         if not hits:
             return None
