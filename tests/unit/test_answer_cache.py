@@ -281,8 +281,14 @@ async def test_the_namespace_follows_the_chat_model_and_the_prompts_content(app:
     copy = Path(shutil.copytree(PROMPTS_DIR, tmp_path / "prompts", ignore=shutil.ignore_patterns("*.py*")))
     replica = replace(deps, prompts=PromptLibrary("v1", directory=copy))
     assert namespaces(replica, 1) == base
+    # One turn reads the templates once: an edit while it runs changes the next turn's namespace, not its own.
+    turn, next_turn = (
+        TurnContext(input=TurnInput(user_id="u", channel="web", text="hi"), events=SilentEvents()) for _ in range(2)
+    )
+    assert namespaces(replica, 1, turn) == base
     (copy / "v1" / "system.j2").write_text("Be brief.")
-    assert namespaces(replica, 1) != base
+    assert namespaces(replica, 1, turn) == base and namespaces(replica, 2, turn) == namespaces(deps, 2)
+    assert namespaces(replica, 1) != base and namespaces(replica, 1, next_turn) == namespaces(replica, 1)
 
 
 async def test_switched_off_nothing_is_cached(tmp_path: Path, llm: ScriptedLLM, knowledge_dir: Path) -> None:

@@ -13,6 +13,7 @@ from kefu.store import MessageRecord, SessionRecord
 if TYPE_CHECKING:
     from kefu.dialogue.state import SessionDialogue
     from kefu.knowledge.types import KnowledgeTurn
+    from kefu.prompts import PromptLibrary
     from kefu.release.turn import ArmTurn
     from kefu.safety.pii import PiiVault
     from kefu.understanding.types import UnderstandingResult
@@ -128,6 +129,9 @@ class TurnContext:
     From the input guard on, `input.text` is the redacted text."""
     release: ArmTurn | None = None
     """The experiment and arm serving this turn, when a gray release runs (docs/release.md)."""
+    prompts_fingerprint: tuple[PromptLibrary, str] | None = None
+    """The prompt templates' fingerprint as this turn's answer cache first read it (`AnswerNamespaces`): the turn's
+    lookups and its store share one namespace, and the templates are looked at once a turn, not at each of them."""
 
     def finish(self, reply: str, *, route: str) -> None:
         self.reply = reply

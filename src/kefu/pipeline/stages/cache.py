@@ -78,7 +78,7 @@ class ServeCachedAnswer:
         if not knowledge.has_documents:
             return
         await cache.follow_knowledge(knowledge.version)
-        ns = self._namespaces(deps, knowledge.version)
+        ns = self._namespaces(deps, knowledge.version, ctx)
         entry = await cache.exact(ns, ctx.session.tenant_id, ctx.language, ctx.input.text)
         if entry is not None:
             ctx.intent = entry.intent
@@ -123,7 +123,7 @@ class ServeSimilarAnswer:
             return
         assert ctx.session is not None
         version = ctx.trace.get("knowledge", {}).get("version", knowledge.version)
-        scope = self._namespaces(deps, int(version)).scope(ctx.session.tenant_id, ctx.language, intent)
+        scope = self._namespaces(deps, int(version), ctx).scope(ctx.session.tenant_id, ctx.language, intent)
         vector = await knowledge.embed_query(dense_query(ctx, turn.query))  # understanding embedded it: a cache lookup
         terms = knowledge.tokenizer.terms(turn.query)
 
@@ -165,7 +165,7 @@ class StoreAnswer:
             cache.skipped("not_an_answer")  # the knowledge changed while this answer was being written
             return
         assert ctx.route is not None
-        ns = self._namespaces(deps, version)
+        ns = self._namespaces(deps, version, ctx)
         scope = vector = None
         passages: list[str] = []
         terms: list[str] = []

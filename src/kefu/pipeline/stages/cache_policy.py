@@ -150,20 +150,29 @@ class AnswerNamespaces:
     """The namespace of a turn's answers, from its dependencies: knowledge, prompts, chat model and settings.
 
     The settings part is computed once per set of dependencies (a gray-release arm has its own), the knowledge
-    and prompt parts follow their sources on every call.
+    part follows its source on every call, the prompts' on every turn.
     """
 
     def __init__(self) -> None:
         self._static: dict[tuple[int, ...], tuple[tuple[object, ...], str]] = {}
 
-    def __call__(self, deps: TurnDeps, knowledge_version: int) -> Namespace:
+    def __call__(self, deps: TurnDeps, knowledge_version: int, ctx: TurnContext | None = None) -> Namespace:
+        """`ctx`: the turn asking, whose first reading of the prompts is kept for its later questions."""
         assert deps.knowledge is not None
         chat = deps.llms.get("chat")
+        prompts = deps.prompts
+        seen = ctx.prompts_fingerprint if ctx is not None else None
+        if seen is not None and seen[0] is prompts:
+            fingerprint = seen[1]
+        else:
+            fingerprint = prompts.fingerprint()
+            if ctx is not None:
+                ctx.prompts_fingerprint = prompts, fingerprint
         return Namespace.of(
             knowledge_version,
             (
                 deps.knowledge.fingerprint,
-                deps.prompts.fingerprint(),
+                fingerprint,
                 chat.model if chat is not None else "",
                 self._settings_part(deps),
             ),
