@@ -13,11 +13,12 @@ execution context, they are `conn.execute`.
 
 from __future__ import annotations
 
+import operator
 import sqlite3
 from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 
 from sqlalchemy import Connection, Select
@@ -61,13 +62,32 @@ class _Plan:
     processors: tuple[_Processor | None, ...]
     fixed: dict[str, Any]
     """Values the statement itself binds (`where(id == 1)`), as compiled."""
+    _pick: Callable[[Mapping[str, Any]], tuple[Any, ...]] = field(init=False, repr=False)
+    _process: tuple[tuple[int, _Processor], ...] = field(init=False, repr=False)
+    """Where a value needs its processor (a date, a JSON column): most are passed as they are."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_pick", _picker(self.names))
+        object.__setattr__(self, "_process", tuple((i, p) for i, p in enumerate(self.processors) if p is not None))
 
     def args(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
-        values = {**self.fixed, **params} if self.fixed else params
-        return tuple(
-            value if process is None else process(value)
-            for value, process in zip((values[name] for name in self.names), self.processors, strict=True)
-        )
+        values = self._pick({**self.fixed, **params} if self.fixed else params)
+        if not self._process:
+            return values
+        processed = list(values)
+        for i, process in self._process:
+            processed[i] = process(processed[i])
+        return tuple(processed)
+
+
+def _picker(names: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """`names`' values, in order, as a tuple (one C call for a statement's dozen columns)."""
+    if not names:
+        return lambda _values: ()
+    pick = operator.itemgetter(*names)
+    if len(names) == 1:
+        return lambda values: (pick(values),)
+    return cast(Callable[[Mapping[str, Any]], tuple[Any, ...]], pick)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +97,18 @@ class _ReadPlan:
     """A named tuple of the result's columns: attribute access by name, as SQLAlchemy's rows give."""
     processors: tuple[_Processor | None, ...]
     """Each column's result processor for the dialect (a JSON text decoded, a date text parsed)."""
+    _process: tuple[tuple[int, _Processor], ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_process", tuple((i, p) for i, p in enumerate(self.processors) if p is not None))
 
     def make_row(self, values: Sequence[Any]) -> tuple[Any, ...]:
-        return self.row(*(v if p is None else p(v) for v, p in zip(values, self.processors, strict=True)))
+        if not self._process:
+            return self.row(*values)
+        processed = list(values)
+        for i, process in self._process:
+            processed[i] = process(processed[i])
+        return self.row(*processed)
 
 
 def _compile(statement: ClauseElement, dialect: Dialect, params: Mapping[str, Any]) -> tuple[SQLCompiler, _Plan | None]:
