@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +44,8 @@ class CuratedAnswers:
             np.vstack([row.vectors for row in rows]).astype(np.float32) if rows else np.zeros((0, dim), np.float32)
         )
         self._exact = {normalize_question(v): i for i, row in enumerate(rows) for v in row.variants}
+        self._best = functools.lru_cache(maxsize=2048)(self._closest)
+        """The match of recent questions (by their words and vector's bytes): FAQ questions keep coming."""
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -73,10 +76,14 @@ class CuratedAnswers:
 
     def best(self, question: str, vector: Vector, *, tenant_id: str, lang: str | None) -> CuratedMatch | None:
         """The closest entry of this tenant in the customer's language (any language if it has none)."""
-        allowed = self._allowed_rows(tenant_id, lang)
-        if allowed is None:
+        if self._allowed_rows(tenant_id, lang) is None:
             return None
-        scores = self._matrix @ vector.astype(np.float32)
+        return self._best(question, np.asarray(vector, dtype=np.float32).tobytes(), tenant_id, lang)
+
+    def _closest(self, question: str, vector_bytes: bytes, tenant_id: str, lang: str | None) -> CuratedMatch:
+        allowed = self._allowed_rows(tenant_id, lang)
+        assert allowed is not None
+        scores = self._matrix @ np.frombuffer(vector_bytes, dtype=np.float32)
         per_row = np.full(len(self.rows), -1.0, dtype=np.float32)
         if len(scores):
             per_row[self._scored] = np.maximum.reduceat(scores, self._starts)
