@@ -68,16 +68,22 @@ class _Plan:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_pick", _picker(self.names))
-        object.__setattr__(self, "_process", tuple((i, p) for i, p in enumerate(self.processors) if p is not None))
+        object.__setattr__(self, "_process", _needing(self.processors))
 
     def args(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
         values = self._pick({**self.fixed, **params} if self.fixed else params)
-        if not self._process:
-            return values
-        processed = list(values)
-        for i, process in self._process:
-            processed[i] = process(processed[i])
-        return tuple(processed)
+        return tuple(_processed(values, self._process)) if self._process else values
+
+
+def _needing(processors: Sequence[_Processor | None]) -> tuple[tuple[int, _Processor], ...]:
+    return tuple((i, p) for i, p in enumerate(processors) if p is not None)
+
+
+def _processed(values: Sequence[Any], steps: tuple[tuple[int, _Processor], ...]) -> list[Any]:
+    out = list(values)
+    for i, process in steps:
+        out[i] = process(out[i])
+    return out
 
 
 def _picker(names: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
@@ -100,15 +106,10 @@ class _ReadPlan:
     _process: tuple[tuple[int, _Processor], ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_process", tuple((i, p) for i, p in enumerate(self.processors) if p is not None))
+        object.__setattr__(self, "_process", _needing(self.processors))
 
     def make_row(self, values: Sequence[Any]) -> tuple[Any, ...]:
-        if not self._process:
-            return self.row(*values)
-        processed = list(values)
-        for i, process in self._process:
-            processed[i] = process(processed[i])
-        return self.row(*processed)
+        return self.row(*(_processed(values, self._process) if self._process else values))
 
 
 def _compile(statement: ClauseElement, dialect: Dialect, params: Mapping[str, Any]) -> tuple[SQLCompiler, _Plan | None]:
