@@ -206,11 +206,8 @@ class TurnRunner:
     async def _timed(self, stage: Stage, ctx: TurnContext, deps: TurnDeps | None = None) -> None:
         start = time.perf_counter()
         try:
-            if self.telemetry.tracer is None:  # no span to open: some 18 stages a turn, each skipping a no-op context
+            with self.telemetry.stage(stage.name, ctx):
                 await stage(ctx, deps or self.deps)
-            else:
-                with self.telemetry.stage(stage.name, ctx):
-                    await stage(ctx, deps or self.deps)
         finally:
             ctx.stage_ms[stage.name] = round((time.perf_counter() - start) * 1000, 3)
 

@@ -55,19 +55,15 @@ class RuleMatcher:
         self._has_keywords = bool(keywords)
         if self._has_keywords:
             self._automaton.make_automaton()
-        self._required = self.pattern_entity_types
+        self.pattern_entity_types = frozenset(t for _, _, _, required in self._patterns for t in required)
+        """Entity types some pattern rule depends on."""
         self._hits = functools.lru_cache(maxsize=4096)(self._match)
         """Each message's hits, kept for recent texts (by the entity types the patterns ask for): the same FAQ
         questions and flow answers come on turn after turn."""
 
-    @property
-    def pattern_entity_types(self) -> frozenset[str]:
-        """Entity types some pattern rule depends on."""
-        return frozenset(t for _, _, _, required in self._patterns for t in required)
-
     def match(self, text: str, entity_types: Collection[str] = ()) -> tuple[RuleHit, ...]:
         """Every rule that fires on `text`, highest priority first."""
-        return self._hits(text, self._required.intersection(entity_types))
+        return self._hits(text, self.pattern_entity_types.intersection(entity_types))
 
     def _match(self, text: str, entity_types: frozenset[str]) -> tuple[RuleHit, ...]:
         hits: list[RuleHit] = []
