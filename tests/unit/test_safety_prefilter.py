@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 from kefu.safety import injection, pii
 from kefu.safety.normalise import read_for_detection
 from kefu.safety.pii import PiiDetector
-from kefu.safety.prefilter import PatternSet, widen_for_re2
+from kefu.safety.prefilter import PatternSet, T, widen_for_re2
 from kefu.understanding.entities import dates
 from kefu.understanding.entities.dates import DateExtractor
 
@@ -157,6 +158,9 @@ class _NoFilter:
 
     def candidates(self, text: str) -> None:
         return None
+
+    def select(self, items: Sequence[T], text: str) -> Sequence[T]:
+        return items
 
 
 def _findings(text: str) -> tuple[object, ...]:

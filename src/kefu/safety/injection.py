@@ -942,9 +942,7 @@ _RULE_SET = PatternSet([pattern for pattern, _, _ in _RULES])
 def _score(text: str, pasted: list[str], extra: float = 0.0) -> InjectionScore:
     total, reasons = extra, []
     # Only the rules that may match (one RE2 pass over the text) are searched, in their order: the same verdict.
-    candidates = _RULE_SET.candidates(text)
-    rules = _RULES if candidates is None else [_RULES[i] for i in candidates]
-    for pattern, weight, reason in rules:
+    for pattern, weight, reason in _RULE_SET.select(_RULES, text):
         if pattern.search(text):
             total += weight
             if reason not in reasons:

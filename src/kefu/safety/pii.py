@@ -160,10 +160,8 @@ class PiiDetector:
         return self._memo(text) if self._maybe.search(text) else ()
 
     def _find(self, text: str) -> tuple[PiiMatch, ...]:
-        candidates = self._prefilter.candidates(text)
-        patterns = self._ordered if candidates is None else [self._ordered[i] for i in candidates]
         taken: list[PiiMatch] = []
-        for kind, pattern in patterns:
+        for kind, pattern in self._prefilter.select(self._ordered, text):
             for m in pattern.finditer(text):
                 if not _validate(kind, m.group(0)):
                     continue

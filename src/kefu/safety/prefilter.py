@@ -19,8 +19,11 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
+from typing import TypeVar
 
 import re2
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -158,3 +161,8 @@ class PatternSet:
             return None
         found = [self._index[slot] for slot in matched if slot != self._sentinel]
         return sorted(found + self._always)
+
+    def select(self, items: Sequence[T], text: str) -> Sequence[T]:
+        """Of `items` (one per pattern, in the patterns' order), those whose pattern may match `text`."""
+        candidates = self.candidates(text)
+        return items if candidates is None else [items[i] for i in candidates]

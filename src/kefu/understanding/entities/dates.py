@@ -104,8 +104,7 @@ class DateExtractor:
         """The dates in `text`, relative ones resolved against `today` (all a date depends on)."""
         found: list[Entity] = []
         taken: list[tuple[int, int]] = []
-        candidates = _PREFILTER.candidates(text)
-        for kind, pattern in _PATTERNS if candidates is None else [_PATTERNS[i] for i in candidates]:
+        for kind, pattern in _PREFILTER.select(_PATTERNS, text):
             for m in pattern.finditer(text):
                 if any(m.start() < e and m.end() > s for s, e in taken):
                     continue
