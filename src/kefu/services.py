@@ -200,7 +200,8 @@ async def build_services(
     shop = load_shop(settings.shop.dir)
     prompts = PromptLibrary(settings.chat.prompt_version)
     engine = create_engine(settings.effective_database_url)
-    embedders = SharedEmbedders.for_settings(settings.knowledge.embedding)
+    counted = metrics.query_embedded if metrics is not None else None
+    embedders = SharedEmbedders.for_settings(settings.knowledge.embedding, counted)
     try:
         await migrate(engine)
         if llm is not None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.conftest import DEMO_SHOP, UNDERSTANDING_CACHE
@@ -96,6 +97,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, postgres_admin_dsn: str, re
     with log.open("wb") as sink:
         process = subprocess.Popen([sys.executable, "-m", "kefu", "serve"], env=env, stdout=sink, stderr=sink)
     url = f"http://127.0.0.1:{port}"
+    block: Path | None = None
     try:
         deadline = time.monotonic() + 240
         started: set[int] = set()
@@ -105,11 +107,22 @@ def server(tmp_path_factory: pytest.TempPathFactory, postgres_admin_dsn: str, re
             time.sleep(0.2)
             started = {int(line["pid"]) for line in Server(url, log).lines() if "startup complete" in line["message"]}
         assert httpx.get(f"{url}/readyz", timeout=10).status_code == 200
+        # The workers' shared query vectors: one block of shared memory, named to every worker.
+        blocks = {_environ(pid).get("KEFU_WORKER_VECTORS") for pid in started}
+        assert len(blocks) == 1 and None not in blocks, blocks
+        block = Path("/dev/shm") / str(blocks.pop())
+        assert block.exists()
         yield Server(url, log)
     finally:
         process.terminate()
         process.wait(timeout=60)
         asyncio.run(drop_database(postgres_admin_dsn, database))
+    assert block is None or not block.exists(), "kefu serve left its workers' shared memory behind"
+
+
+def _environ(pid: int) -> dict[str, str]:
+    pairs = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(p.decode().split("=", 1) for p in pairs if b"=" in p)
 
 
 def _fresh_connections(base_url: str) -> httpx.AsyncClient:
@@ -224,3 +237,39 @@ async def test_two_messages_of_one_session_sent_at_once_to_two_workers_are_both_
                 assert resp.status_code == 200, resp.text
                 replies.append(resp.json())
     assert [r["error"] for r in replies] == [None] * 30, [r["reply"] for r in replies if r["error"]]
+
+
+async def _embeddings_by_source(http: httpx.AsyncClient) -> dict[str, float]:
+    """`kefu_query_embeddings_total` by source, added up over both workers (they record into one directory)."""
+    resp = await http.get("/metrics")
+    assert resp.status_code == 200, resp.text
+    counts = {"memo": 0.0, "workers": 0.0, "model": 0.0}
+    for family in text_string_to_metric_families(resp.text):
+        if family.name == "kefu_query_embeddings":
+            for sample in family.samples:
+                if sample.name == "kefu_query_embeddings_total":
+                    counts[sample.labels["source"]] += sample.value
+    return counts
+
+
+async def test_a_message_one_worker_embedded_is_not_embedded_again_by_the_other(server: Server) -> None:
+    """`kefu serve --workers 2` shares the query vectors between its workers (shared memory): a message new to the
+    server runs the embedding model once, whichever worker receives it after that."""
+    text = f"帮我查一下订单 LM{uuid.uuid4().int % 10**8:08d} 的状态"  # an order's status: never an answer-cache hit
+    async with _fresh_connections(server.url) as http:
+        before = await _embeddings_by_source(http)
+        seen = len(server.workers_serving("POST /v1/chat"))
+        first = await http.post("/v1/chat", json={"user_id": "vectors-0", "text": text})
+        assert first.status_code == 200, first.text
+        computed = (await _embeddings_by_source(http))["model"] - before["model"]
+        assert computed >= 1
+        for attempt in range(1, 30):  # until the other worker has answered the same message
+            if len(set(server.workers_serving("POST /v1/chat")[seen:])) == 2:
+                break
+            resp = await http.post("/v1/chat", json={"user_id": f"vectors-{attempt}", "text": text})
+            assert resp.status_code == 200, resp.text
+        else:
+            pytest.fail("30 messages were all answered by one worker")
+        after = await _embeddings_by_source(http)
+    assert after["model"] - before["model"] == computed, "the second worker ran the model again"
+    assert after["workers"] - before["workers"] >= 1

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -16,6 +20,7 @@ from kefu.config import EmbeddingSettings
 from kefu.embeddings.base import Vectors
 from kefu.embeddings.shared import RecentQueries, SharedEmbedders, embed_query
 from kefu.embeddings.testing import HashingEmbedder
+from kefu.embeddings.worker_vectors import ENV, WorkerVectors
 from kefu.llm.testing import ScriptedLLM
 from kefu.services import Services
 from tests.conftest import make_settings
@@ -111,3 +116,103 @@ async def test_understanding_and_knowledge_share_the_vector_of_the_customers_mes
     assert "understanding" in reply.trace and reply.trace["knowledge"].get("hits")
     assert shared.misses == before + 1
     assert shared.hits >= 1
+
+
+# --- several workers: the query vectors they share --------------------------------------------------------------
+
+
+@pytest.fixture
+def table() -> Iterator[WorkerVectors]:
+    created = WorkerVectors.create(slots=64)
+    yield created
+    created.close()
+
+
+def test_a_vector_one_worker_computed_serves_the_other_without_its_model(table: WorkerVectors) -> None:
+    model_a, model_b = HashingEmbedder(), HashingEmbedder()
+    sources: Counter[str] = Counter()
+    worker_a = RecentQueries(model_a, shared=WorkerVectors.attach(table.name))
+    worker_b = RecentQueries(
+        model_b, shared=WorkerVectors.attach(table.name), counted=lambda source, n: sources.update({source: n})
+    )
+    first = worker_a.embed_queries(["退货政策是什么？"])[0]
+
+    found = worker_b.recall("退货政策是什么？")
+    assert found is not None
+    np.testing.assert_array_equal(found, first)
+    both = worker_b.embed_queries(["退货政策是什么？", "How long does delivery take?"])
+    assert model_b.embedded == 1  # only the question worker A had not seen
+    np.testing.assert_array_equal(both[0], first)
+    assert (worker_b.hits, worker_b.shared_hits, worker_b.misses) == (2, 1, 1)  # the second time from its own memo
+    assert sources == {"workers": 1, "memo": 1, "model": 1}  # what /metrics shows (kefu_query_embeddings_total)
+    assert worker_a.recall("How long does delivery take?") is not None  # and back the other way
+    assert model_a.embedded == 1
+
+
+def test_another_model_never_sees_those_vectors_nor_does_one_too_long_to_share(table: WorkerVectors) -> None:
+    class OtherModel(HashingEmbedder):
+        name = "testing:other"
+
+    RecentQueries(HashingEmbedder(), shared=table).embed_queries(["退货政策是什么？"])
+    assert RecentQueries(OtherModel(), shared=table).recall("退货政策是什么？") is None
+    wide = RecentQueries(HashingEmbedder(dim=table.max_dim + 1), shared=table)
+    assert wide.shared is None
+    wide.embed_queries(["退货政策是什么？"])  # embedded and remembered by this worker alone
+
+
+def test_a_slot_caught_mid_write_reads_as_a_miss_and_the_model_runs(table: WorkerVectors) -> None:
+    writer = RecentQueries(HashingEmbedder(), shared=table)
+    writer.embed_queries(["退货政策是什么？"])
+    stored = [i for i in range(table.slots) if any(table._block.buf[table._slot_start(i) : table._slot_start(i) + 16])]
+    assert len(stored) == 1
+    start = table._slot_start(stored[0]) + 32 + 8  # the third float of the vector: as if another write had begun
+    table._block.buf[start : start + 4] = np.float32(0.5).tobytes()
+
+    model = HashingEmbedder()
+    reader = RecentQueries(model, shared=table)
+    assert reader.recall("退货政策是什么？") is None
+    again = reader.embed_queries(["退货政策是什么？"])
+    np.testing.assert_array_equal(again, writer.embed_queries(["退货政策是什么？"]))
+    assert model.embedded == 1
+
+
+def test_a_worker_whose_table_is_gone_embeds_on_its_own(
+    table: WorkerVectors, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv(ENV, raising=False)
+    assert WorkerVectors.from_env() is None  # one worker: no table
+
+    monkeypatch.setenv(ENV, table.name)
+    attached = WorkerVectors.from_env()
+    assert attached is not None and attached.slots == table.slots
+    attached.close()
+
+    name = table.name
+    table.close()  # the serving process removes it on exit
+    with pytest.raises(FileNotFoundError):
+        WorkerVectors.attach(name)
+    monkeypatch.setenv(ENV, name)
+    with caplog.at_level(logging.WARNING, logger="kefu.embeddings.worker_vectors"):
+        assert WorkerVectors.from_env() is None
+    assert f"worker vectors '{name}' unavailable" in caplog.text
+    embedders = SharedEmbedders.for_settings(EmbeddingSettings(backend="hashing"))
+    assert embedders.workers is None and embedders.local("hashing").embed_queries(["hi"]).shape == (1, 256)
+    embedders.close()
+
+
+def _embed_in_another_process(name: str, texts: list[str]) -> int:
+    model = HashingEmbedder()
+    RecentQueries(model, shared=WorkerVectors.attach(name)).embed_queries(texts)
+    return model.embedded
+
+
+def test_workers_in_separate_processes_share_vectors(table: WorkerVectors) -> None:
+    """Real processes, started as uvicorn starts its workers (spawn): what one computed, the other reads."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        assert pool.submit(_embed_in_another_process, table.name, ["退货政策是什么？", "转人工"]).result() == 2
+        model = HashingEmbedder()
+        here = RecentQueries(model, shared=table)
+        vectors = here.embed_queries(["退货政策是什么？", "转人工", "发票怎么开？"])
+        assert model.embedded == 1 and here.shared_hits == 2
+        np.testing.assert_array_equal(vectors[:2], HashingEmbedder().embed_queries(["退货政策是什么？", "转人工"]))
+        assert pool.submit(_embed_in_another_process, table.name, ["发票怎么开？"]).result() == 0

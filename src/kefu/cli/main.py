@@ -68,16 +68,25 @@ def _serve(settings: Settings, workers: int) -> None:
 
             # Every worker records into one directory, so /metrics (answered by any of them) adds up all workers.
             prepare_multiprocess_dir(settings.data_dir / "prometheus-multiproc")
-        # Each worker builds its own app from the environment; settings were validated above.
-        uvicorn.run(
-            "kefu.api.app:app_from_env",
-            factory=True,
-            host=settings.server.host,
-            port=settings.server.port,
-            workers=workers,
-            log_level=settings.log_level.lower(),
-            log_config=log_config,
-        )
+        from kefu.embeddings.worker_vectors import ENV, WorkerVectors
+
+        # A query vector one worker computed serves the others (shared memory, removed when this process exits).
+        vectors = WorkerVectors.create()
+        os.environ[ENV] = vectors.name
+        try:
+            # Each worker builds its own app from the environment; settings were validated above.
+            uvicorn.run(
+                "kefu.api.app:app_from_env",
+                factory=True,
+                host=settings.server.host,
+                port=settings.server.port,
+                workers=workers,
+                log_level=settings.log_level.lower(),
+                log_config=log_config,
+            )
+        finally:
+            os.environ.pop(ENV, None)
+            vectors.close()
         return
     from kefu.api.app import create_app
 

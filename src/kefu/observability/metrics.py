@@ -215,6 +215,14 @@ class KefuMetrics:
             ["backend", "reason"],
             registry=r,
         )
+        self.query_embeddings = Counter(
+            "kefu_query_embeddings",
+            "Customer messages' query vectors by where they came from: memo (this worker remembered it), workers "
+            "(another worker of this server computed it) or model (computed now).",
+            ["source"],
+            registry=r,
+        )
+        self._embedding_sources = {s: self.query_embeddings.labels(s) for s in ("memo", "workers", "model")}
         self._channel = BoundedLabel(limit=16)
         self._route = BoundedLabel()
         self._stage = BoundedLabel()
@@ -255,6 +263,10 @@ class KefuMetrics:
                 self._child(self.tokens, model, "output").inc(use.output)
         for outcome in turn.guards:
             self._child(self.guard_verdicts, outcome.guard, outcome.verdict, self._kind(outcome.kind)).inc()
+
+    def query_embedded(self, source: str, count: int) -> None:
+        """`count` query vectors came from `source` (memo, workers or model)."""
+        self._embedding_sources[source].inc(count)
 
     def http_request(self, method: str, route: str | None, status: int, seconds: float) -> None:
         method = method if method in HTTP_METHODS else OTHER
