@@ -518,7 +518,7 @@ def mask_url(url: str) -> str:
     return f"{scheme}://{user}:***@{host}"
 
 
-_NON_SETTING_VARS = {"KEFU_CONFIG", "KEFU_TEST_POSTGRES", "KEFU_WORKER_VECTORS"}
+_NON_SETTING_VARS = {"KEFU_CONFIG", "KEFU_TEST_POSTGRES", "KEFU_WORKER_MEMORY"}
 
 
 def _unknown_env_keys() -> list[str]:

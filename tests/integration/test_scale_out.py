@@ -1,32 +1,24 @@
 """`kefu serve --workers 2` on real PostgreSQL and Redis: any worker serves any turn and relays any live event.
 
 Both workers listen on one port and the kernel hands each new connection to either of them, so the tests open
-fresh connections and read which worker served what from the JSON log (every line carries its process id).
+fresh connections and read which worker served what from the JSON log (`tests.support.workers`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.conftest import DEMO_SHOP, UNDERSTANDING_CACHE
-from tests.support.live_server import free_port
 from tests.support.postgres import create_database, drop_database
+from tests.support.workers import Server, counters, fresh_connections, serve_workers
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -34,100 +26,30 @@ WITHIN_SUPPORT_HOURS = "2026-03-02T10:00:00+08:00"
 """The demo shop's agents work 09:00-21:00 Shanghai time; outside them the handoff notice differs."""
 
 
-@dataclass(frozen=True)
-class Server:
-    """A running `kefu serve --workers 2` and its JSON log."""
-
-    url: str
-    log: Path
-
-    @property
-    def ws_url(self) -> str:
-        return self.url.replace("http://", "ws://")
-
-    def lines(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")]
-
-    def worker_of(self, socket: ClientConnection) -> int:
-        """The pid of the worker that accepted this WebSocket (uvicorn logs the client's address and port)."""
-        client = f"127.0.0.1:{socket.local_address[1]} - "
-        for _ in range(50):
-            for line in self.lines():
-                if line["message"].startswith(client) and "[accepted]" in line["message"]:
-                    return int(line["pid"])
-            time.sleep(0.05)
-        raise AssertionError(f"no worker logged accepting {client}")
-
-    def workers_serving(self, request: str) -> list[int]:
-        """The pid of the worker of each access-log line for `request` (e.g. "GET /v1/sessions/")."""
-        return [
-            int(line["pid"])
-            for line in self.lines()
-            if line["logger"] == "uvicorn.access" and request in line["message"]
-        ]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, postgres_admin_dsn: str, redis_url: str) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("scale-out")
     database = f"kefu_test_{uuid.uuid4().hex[:12]}"
     dsn = asyncio.run(create_database(postgres_admin_dsn, database))
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEFU_") and k != "PROMETHEUS_MULTIPROC_DIR"}
-    env.update(
-        {
-            "KEFU_DATA_DIR": str(root / "data"),
-            "KEFU_CONFIG": str(root / "none.yaml"),
-            "KEFU_DATABASE_URL": dsn.replace("postgresql://", "postgresql+asyncpg://", 1),
-            "KEFU_REDIS_URL": redis_url,
-            "KEFU_SHOP__DIR": str(DEMO_SHOP),
-            "KEFU_DIALOGUE__NOW": WITHIN_SUPPORT_HOURS,
-            "KEFU_LLM__BACKEND": "testing",
-            "KEFU_AUTH__MODE": "open",
-            "KEFU_RATE_LIMIT__ENABLED": "false",
-            "KEFU_UNDERSTANDING__CACHE_DIR": str(UNDERSTANDING_CACHE),
-            "KEFU_UNDERSTANDING__LLM_FALLBACK": "false",
-            "KEFU_GUARDS__EMBEDDING_CLASSIFIER": "false",
-            "KEFU_SERVER__PORT": str(port),
-            "KEFU_SERVER__WORKERS": "2",
-            "KEFU_LOG_FORMAT": "json",
-        }
-    )
-    log = root / "serve.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen([sys.executable, "-m", "kefu", "serve"], env=env, stdout=sink, stderr=sink)
-    url = f"http://127.0.0.1:{port}"
-    block: Path | None = None
+    settings = {
+        "KEFU_DATA_DIR": str(root / "data"),
+        "KEFU_CONFIG": str(root / "none.yaml"),
+        "KEFU_DATABASE_URL": dsn.replace("postgresql://", "postgresql+asyncpg://", 1),
+        "KEFU_REDIS_URL": redis_url,
+        "KEFU_SHOP__DIR": str(DEMO_SHOP),
+        "KEFU_DIALOGUE__NOW": WITHIN_SUPPORT_HOURS,
+        "KEFU_LLM__BACKEND": "testing",
+        "KEFU_AUTH__MODE": "open",
+        "KEFU_RATE_LIMIT__ENABLED": "false",
+        "KEFU_UNDERSTANDING__CACHE_DIR": str(UNDERSTANDING_CACHE),
+        "KEFU_UNDERSTANDING__LLM_FALLBACK": "false",
+        "KEFU_GUARDS__EMBEDDING_CLASSIFIER": "false",
+    }
     try:
-        deadline = time.monotonic() + 240
-        started: set[int] = set()
-        while len(started) < 2:  # both workers logged "Application startup complete"
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, f"kefu serve --workers 2 did not start in 240 s:\n{log.read_text()}"
-            time.sleep(0.2)
-            started = {int(line["pid"]) for line in Server(url, log).lines() if "startup complete" in line["message"]}
-        assert httpx.get(f"{url}/readyz", timeout=10).status_code == 200
-        # The workers' shared query vectors: one block of shared memory, named to every worker.
-        blocks = {_environ(pid).get("KEFU_WORKER_VECTORS") for pid in started}
-        assert len(blocks) == 1 and None not in blocks, blocks
-        block = Path("/dev/shm") / str(blocks.pop())
-        assert block.exists()
-        yield Server(url, log)
+        with serve_workers(settings, root) as running:
+            yield running
     finally:
-        process.terminate()
-        process.wait(timeout=60)
         asyncio.run(drop_database(postgres_admin_dsn, database))
-    assert block is None or not block.exists(), "kefu serve left its workers' shared memory behind"
-
-
-def _environ(pid: int) -> dict[str, str]:
-    pairs = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    return dict(p.decode().split("=", 1) for p in pairs if b"=" in p)
-
-
-def _fresh_connections(base_url: str) -> httpx.AsyncClient:
-    """A client that opens a new connection per request, which the kernel hands to either worker."""
-    return httpx.AsyncClient(base_url=base_url, timeout=30, limits=httpx.Limits(max_keepalive_connections=0))
 
 
 async def _next(socket: ClientConnection, kind: str, limit: int = 10) -> dict[str, Any]:
@@ -140,7 +62,7 @@ async def _next(socket: ClientConnection, kind: str, limit: int = 10) -> dict[st
 
 
 async def test_an_agent_on_one_worker_talks_live_with_a_customer_on_the_other(server: Server) -> None:
-    async with AsyncExitStack() as sockets, _fresh_connections(server.url) as http:
+    async with AsyncExitStack() as sockets, fresh_connections(server.url) as http:
         console = await sockets.enter_async_context(connect(f"{server.ws_url}/v1/console/ws"))
         await _next(console, "queue")
         agent_worker = server.worker_of(console)
@@ -185,7 +107,7 @@ async def test_an_agent_on_one_worker_talks_live_with_a_customer_on_the_other(se
 
 async def test_a_conversation_alternating_between_workers_keeps_its_state(server: Server) -> None:
     user = f"alt-{uuid.uuid4().hex[:8]}"
-    async with _fresh_connections(server.url) as http:
+    async with fresh_connections(server.url) as http:
 
         async def say(text: str, session_id: str | None = None) -> dict[str, Any]:
             resp = await http.post("/v1/chat", json={"user_id": user, "text": text, "session_id": session_id})
@@ -224,7 +146,7 @@ async def test_two_messages_of_one_session_sent_at_once_to_two_workers_are_both_
     (a flow asking for the order number) in the dialogue state: without the lock, two workers load the same state,
     and the second save fails, a fallback reply with error "conflict"."""
     replies: list[dict[str, Any]] = []
-    async with _fresh_connections(server.url) as http:
+    async with fresh_connections(server.url) as http:
         for _ in range(10):
             user = f"burst-{uuid.uuid4().hex[:8]}"
             first = await http.post("/v1/chat", json={"user_id": user, "text": "你好"})
@@ -239,29 +161,16 @@ async def test_two_messages_of_one_session_sent_at_once_to_two_workers_are_both_
     assert [r["error"] for r in replies] == [None] * 30, [r["reply"] for r in replies if r["error"]]
 
 
-async def _embeddings_by_source(http: httpx.AsyncClient) -> dict[str, float]:
-    """`kefu_query_embeddings_total` by source, added up over both workers (they record into one directory)."""
-    resp = await http.get("/metrics")
-    assert resp.status_code == 200, resp.text
-    counts = {"memo": 0.0, "workers": 0.0, "model": 0.0}
-    for family in text_string_to_metric_families(resp.text):
-        if family.name == "kefu_query_embeddings":
-            for sample in family.samples:
-                if sample.name == "kefu_query_embeddings_total":
-                    counts[sample.labels["source"]] += sample.value
-    return counts
-
-
 async def test_a_message_one_worker_embedded_is_not_embedded_again_by_the_other(server: Server) -> None:
     """`kefu serve --workers 2` shares the query vectors between its workers (shared memory): a message new to the
     server runs the embedding model once, whichever worker receives it after that."""
     text = f"帮我查一下订单 LM{uuid.uuid4().int % 10**8:08d} 的状态"  # an order's status: never an answer-cache hit
-    async with _fresh_connections(server.url) as http:
-        before = await _embeddings_by_source(http)
+    async with fresh_connections(server.url) as http:
+        before = await counters(http, "kefu_query_embeddings", "source")
         seen = len(server.workers_serving("POST /v1/chat"))
         first = await http.post("/v1/chat", json={"user_id": "vectors-0", "text": text})
         assert first.status_code == 200, first.text
-        computed = (await _embeddings_by_source(http))["model"] - before["model"]
+        computed = (await counters(http, "kefu_query_embeddings", "source"))["model"] - before.get("model", 0)
         assert computed >= 1
         for attempt in range(1, 30):  # until the other worker has answered the same message
             if len(set(server.workers_serving("POST /v1/chat")[seen:])) == 2:
@@ -270,6 +179,6 @@ async def test_a_message_one_worker_embedded_is_not_embedded_again_by_the_other(
             assert resp.status_code == 200, resp.text
         else:
             pytest.fail("30 messages were all answered by one worker")
-        after = await _embeddings_by_source(http)
-    assert after["model"] - before["model"] == computed, "the second worker ran the model again"
-    assert after["workers"] - before["workers"] >= 1
+        after = await counters(http, "kefu_query_embeddings", "source")
+    assert after["model"] - before.get("model", 0) == computed, "the second worker ran the model again"
+    assert after["workers"] - before.get("workers", 0) >= 1

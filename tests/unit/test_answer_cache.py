@@ -7,7 +7,7 @@ import asyncio
 import csv
 import json
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,6 +24,7 @@ from kefu.api.app import create_app
 from kefu.cache import AnswerCache, CachedAnswer, Limits, MemoryStore, Namespace, normalise
 from kefu.cache.metrics import AnswerCacheMetrics
 from kefu.cache.redis_store import RedisStore
+from kefu.cache.worker_store import WorkerStore
 from kefu.cli.main import app as cli
 from kefu.config import AnswerCacheSettings
 from kefu.dialogue.state import FlowRun, Identity, SessionDialogue
@@ -37,6 +38,7 @@ from kefu.release.turn import ArmTurn
 from kefu.safety.pii import PiiDetector
 from kefu.services import Services
 from kefu.understanding.types import Emotion, Entity, IntentDecision, RouteDecision, UnderstandingResult
+from kefu.worker_memory import SlotTable, TableSize
 from tests.conftest import DEMO_SHOP, UNDERSTANDING_CACHE, make_settings
 from tests.unit.test_metrics import scrape, value
 from tests.unit.test_streaming_api import parse_sse
@@ -538,6 +540,52 @@ async def test_paraphrases_are_looked_up_within_their_scope_only() -> None:
     assert await cache.similar(scope, vector, lambda entry: False) is None  # not the same knowledge
     far = np.array([1, 0, 0, 0], dtype=np.float32)
     assert await cache.similar(scope, far, lambda entry: True) is None  # 0.5 similar, below the threshold
+
+
+@pytest.fixture
+def answers_table() -> Iterator[SlotTable]:
+    table = SlotTable.create(TableSize(slots=1024, payload_bytes=4096 - 32))
+    yield table
+    table.close()
+
+
+def _worker_store(table: SlotTable, clock: Callable[[], float] = lambda: 1000.0) -> WorkerStore:
+    """One worker's store, attached to the table as another process would attach to it."""
+    return WorkerStore(SlotTable.attach(table.name), Limits(10, 10**6, 60), clock=clock)
+
+
+async def test_an_answer_one_worker_stored_is_found_by_the_other_with_its_paraphrases(answers_table: SlotTable) -> None:
+    worker_a, worker_b = _worker_store(answers_table), _worker_store(answers_table)
+    settings = AnswerCacheSettings(semantic_threshold=0.9)
+    ns = Namespace.of(1, ["test"])
+    scope = ns.scope("default", "en", "return_policy")
+    vector = np.ones(4, dtype=np.float32) / 2
+    stored = _answer(1, created_at=990.0)
+    await AnswerCache(settings, worker_a).put(ns, "default", "question 1", stored, scope=scope, vector=vector)
+
+    cache_b = AnswerCache(settings, worker_b)
+    assert await cache_b.similar(scope, vector, lambda entry: True) is None  # a paraphrase: not yet seen here
+    assert await cache_b.exact(ns, "default", "en", "Question 1?") == stored  # the same question, normalised
+    assert worker_b.shared_hits == 1 and (await worker_b.stats()).entries == 1  # kept by this worker too
+    found = await cache_b.similar(scope, vector, lambda entry: True)  # and its paraphrases are found here now
+    assert found is not None and found[0] == stored
+    await worker_a.aclose()
+    await worker_b.aclose()
+
+
+async def test_an_expired_unreadable_or_oversized_answer_is_not_shared(answers_table: SlotTable) -> None:
+    now = [1000.0]
+    writer, reader = _worker_store(answers_table), _worker_store(answers_table, clock=lambda: now[0])
+    await writer.put("expires", _answer(1, created_at=1000.0))
+    await writer.put("too long", _answer(2, reply="x" * 5000, created_at=1000.0))
+    assert await writer.get("too long") is not None  # kept by the worker that stored it
+    answers_table.put(WorkerStore._slot_key("garbled"), b"\x00" * 40 + b"{not json")
+    now[0] = 1061.0
+    assert await reader.get("expires") is None
+    assert await reader.get("too long") is None
+    assert await reader.get("garbled") is None
+    now[0] = 1030.0
+    assert await reader.get("expires") is not None
 
 
 async def test_a_backend_that_is_down_is_a_miss_counted_as_an_error() -> None:

@@ -18,12 +18,14 @@ from fastapi import FastAPI
 from kefu.api.app import create_app
 from kefu.config import EmbeddingSettings
 from kefu.embeddings.base import Vectors
-from kefu.embeddings.shared import RecentQueries, SharedEmbedders, embed_query
+from kefu.embeddings.shared import EmbeddingCounter, RecentQueries, SharedEmbedders, embed_query
 from kefu.embeddings.testing import HashingEmbedder
-from kefu.embeddings.worker_vectors import ENV, WorkerVectors
+from kefu.embeddings.worker_vectors import WorkerVectors
 from kefu.llm.testing import ScriptedLLM
 from kefu.services import Services
+from kefu.worker_memory import ENV, SlotTable, TableSize
 from tests.conftest import make_settings
+from tests.support.worker_memory import tear_one_slot
 
 
 def test_a_repeated_query_is_embedded_once_and_passages_are_never_remembered() -> None:
@@ -122,19 +124,22 @@ async def test_understanding_and_knowledge_share_the_vector_of_the_customers_mes
 
 
 @pytest.fixture
-def table() -> Iterator[WorkerVectors]:
-    created = WorkerVectors.create(slots=64)
+def table() -> Iterator[SlotTable]:
+    created = SlotTable.create(TableSize(slots=64, payload_bytes=4 * 384))
     yield created
     created.close()
 
 
-def test_a_vector_one_worker_computed_serves_the_other_without_its_model(table: WorkerVectors) -> None:
+def _worker(model: HashingEmbedder, table: SlotTable, counted: EmbeddingCounter | None = None) -> RecentQueries:
+    """One worker's memo, attached to the table as another process would attach to it."""
+    return RecentQueries(model, shared=WorkerVectors(SlotTable.attach(table.name)), counted=counted)
+
+
+def test_a_vector_one_worker_computed_serves_the_other_without_its_model(table: SlotTable) -> None:
     model_a, model_b = HashingEmbedder(), HashingEmbedder()
     sources: Counter[str] = Counter()
-    worker_a = RecentQueries(model_a, shared=WorkerVectors.attach(table.name))
-    worker_b = RecentQueries(
-        model_b, shared=WorkerVectors.attach(table.name), counted=lambda source, n: sources.update({source: n})
-    )
+    worker_a = _worker(model_a, table)
+    worker_b = _worker(model_b, table, counted=lambda source, n: sources.update({source: n}))
     first = worker_a.embed_queries(["退货政策是什么？"])[0]
 
     found = worker_b.recall("退货政策是什么？")
@@ -149,69 +154,57 @@ def test_a_vector_one_worker_computed_serves_the_other_without_its_model(table: 
     assert model_a.embedded == 1
 
 
-def test_another_model_never_sees_those_vectors_nor_does_one_too_long_to_share(table: WorkerVectors) -> None:
+def test_another_model_never_sees_those_vectors_nor_does_one_too_long_to_share(table: SlotTable) -> None:
     class OtherModel(HashingEmbedder):
         name = "testing:other"
 
-    RecentQueries(HashingEmbedder(), shared=table).embed_queries(["退货政策是什么？"])
-    assert RecentQueries(OtherModel(), shared=table).recall("退货政策是什么？") is None
-    wide = RecentQueries(HashingEmbedder(dim=table.max_dim + 1), shared=table)
+    _worker(HashingEmbedder(), table).embed_queries(["退货政策是什么？"])
+    assert _worker(OtherModel(), table).recall("退货政策是什么？") is None
+    wide = _worker(HashingEmbedder(dim=385), table)
     assert wide.shared is None
     wide.embed_queries(["退货政策是什么？"])  # embedded and remembered by this worker alone
 
 
-def test_a_slot_caught_mid_write_reads_as_a_miss_and_the_model_runs(table: WorkerVectors) -> None:
-    writer = RecentQueries(HashingEmbedder(), shared=table)
-    writer.embed_queries(["退货政策是什么？"])
-    stored = [i for i in range(table.slots) if any(table._block.buf[table._slot_start(i) : table._slot_start(i) + 16])]
-    assert len(stored) == 1
-    start = table._slot_start(stored[0]) + 32 + 8  # the third float of the vector: as if another write had begun
-    table._block.buf[start : start + 4] = np.float32(0.5).tobytes()
+def test_a_vector_caught_mid_write_reads_as_a_miss_and_the_model_runs(table: SlotTable) -> None:
+    writer = _worker(HashingEmbedder(), table)
+    expected = writer.embed_queries(["退货政策是什么？"])
+    tear_one_slot(table)
 
     model = HashingEmbedder()
-    reader = RecentQueries(model, shared=table)
+    reader = _worker(model, table)
     assert reader.recall("退货政策是什么？") is None
-    again = reader.embed_queries(["退货政策是什么？"])
-    np.testing.assert_array_equal(again, writer.embed_queries(["退货政策是什么？"]))
+    np.testing.assert_array_equal(reader.embed_queries(["退货政策是什么？"]), expected)
     assert model.embedded == 1
 
 
 def test_a_worker_whose_table_is_gone_embeds_on_its_own(
-    table: WorkerVectors, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    table: SlotTable, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.delenv(ENV, raising=False)
-    assert WorkerVectors.from_env() is None  # one worker: no table
-
-    monkeypatch.setenv(ENV, table.name)
+    monkeypatch.setenv(ENV, f"vectors={table.name}")
     attached = WorkerVectors.from_env()
-    assert attached is not None and attached.slots == table.slots
+    assert attached is not None and attached.max_dim == 384
     attached.close()
 
-    name = table.name
     table.close()  # the serving process removes it on exit
-    with pytest.raises(FileNotFoundError):
-        WorkerVectors.attach(name)
-    monkeypatch.setenv(ENV, name)
-    with caplog.at_level(logging.WARNING, logger="kefu.embeddings.worker_vectors"):
-        assert WorkerVectors.from_env() is None
-    assert f"worker vectors '{name}' unavailable" in caplog.text
-    embedders = SharedEmbedders.for_settings(EmbeddingSettings(backend="hashing"))
+    with caplog.at_level(logging.WARNING, logger="kefu.worker_memory"):
+        embedders = SharedEmbedders.for_settings(EmbeddingSettings(backend="hashing"))
+    assert f"worker table vectors '{table.name}' unavailable" in caplog.text
     assert embedders.workers is None and embedders.local("hashing").embed_queries(["hi"]).shape == (1, 256)
     embedders.close()
 
 
 def _embed_in_another_process(name: str, texts: list[str]) -> int:
     model = HashingEmbedder()
-    RecentQueries(model, shared=WorkerVectors.attach(name)).embed_queries(texts)
+    RecentQueries(model, shared=WorkerVectors(SlotTable.attach(name))).embed_queries(texts)
     return model.embedded
 
 
-def test_workers_in_separate_processes_share_vectors(table: WorkerVectors) -> None:
+def test_workers_in_separate_processes_share_vectors(table: SlotTable) -> None:
     """Real processes, started as uvicorn starts its workers (spawn): what one computed, the other reads."""
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         assert pool.submit(_embed_in_another_process, table.name, ["退货政策是什么？", "转人工"]).result() == 2
         model = HashingEmbedder()
-        here = RecentQueries(model, shared=table)
+        here = _worker(model, table)
         vectors = here.embed_queries(["退货政策是什么？", "转人工", "发票怎么开？"])
         assert model.embedded == 1 and here.shared_hits == 2
         np.testing.assert_array_equal(vectors[:2], HashingEmbedder().embed_queries(["退货政策是什么？", "转人工"]))

@@ -20,8 +20,10 @@ from kefu.cache.entry import CachedAnswer
 from kefu.cache.keys import Namespace
 from kefu.cache.metrics import AnswerCacheMetrics
 from kefu.cache.store import AnswerStore, Limits, MemoryStore, StoreStats, Vector
+from kefu.cache.worker_store import WorkerStore
 from kefu.config import AnswerCacheSettings, Settings
 from kefu.errors import ConfigError
+from kefu.worker_memory import attach
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -157,6 +159,9 @@ def build_answer_cache(settings: Settings, registry: CollectorRegistry | None = 
         from kefu.cache.redis_store import RedisStore
 
         store = RedisStore.from_url(settings.redis_url, limits, prefix=options.redis_prefix, on_evict=on_evict)
+    elif (table := attach("answers")) is not None:
+        # The workers of one `kefu serve --workers N`: what one stored, the others find (shared memory).
+        store = WorkerStore(table, limits, on_evict=on_evict)
     else:
         store = MemoryStore(limits, on_evict=on_evict)
     return AnswerCache(options, store, metrics)

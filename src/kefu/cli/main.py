@@ -68,11 +68,12 @@ def _serve(settings: Settings, workers: int) -> None:
 
             # Every worker records into one directory, so /metrics (answered by any of them) adds up all workers.
             prepare_multiprocess_dir(settings.data_dir / "prometheus-multiproc")
-        from kefu.embeddings.worker_vectors import ENV, WorkerVectors
+        from kefu.worker_memory import ENV, close_tables, create_tables, environment
 
-        # A query vector one worker computed serves the others (shared memory, removed when this process exits).
-        vectors = WorkerVectors.create()
-        os.environ[ENV] = vectors.name
+        # What one worker computed (query vectors, cached answers) serves the others: shared memory, removed when
+        # this process exits.
+        tables = create_tables()
+        os.environ[ENV] = environment(tables)
         try:
             # Each worker builds its own app from the environment; settings were validated above.
             uvicorn.run(
@@ -86,7 +87,7 @@ def _serve(settings: Settings, workers: int) -> None:
             )
         finally:
             os.environ.pop(ENV, None)
-            vectors.close()
+            close_tables(tables)
         return
     from kefu.api.app import create_app
 
