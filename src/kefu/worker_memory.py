@@ -22,6 +22,7 @@ import hashlib
 import logging
 import os
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from multiprocessing import shared_memory
 from typing import cast
@@ -45,6 +46,7 @@ TABLES = {
 """The query vectors (the bundled model's 384 floats; about 12.8 MiB, twice a worker's own memo, for the collisions
 of direct mapping) and the answer cache's entries (16 MiB; an entry too long for a slot stays in its worker)."""
 
+_SHM_DIR = "/dev/shm"
 _MAGIC = b"kefushm1"
 _HEADER = struct.Struct("<8sII")  # magic, slots, payload bytes per slot
 _SLOT_HEAD = 32  # key (16), checksum (8), payload length (4), unused (4)
@@ -140,11 +142,22 @@ class SlotTable:
                 pass
 
 
-def create_tables() -> dict[str, SlotTable]:
-    """Every table, new and empty, for the serving process to name to its workers (`environment`)."""
+def create_tables(kinds: Iterable[str] | None = None) -> dict[str, SlotTable]:
+    """The tables of `kinds` (default: all), new and empty, for the serving process to name to its workers.
+
+    `OSError` when the machine's shared memory cannot hold them (a container's /dev/shm is 64 MiB by default): the
+    space is checked first, because a block created beyond it fails only when written, and then kills the worker.
+    """
+    sizes = {kind: TABLES[kind] for kind in (TABLES if kinds is None else kinds)}
+    needed = sum(_HEADER.size + s.slots * (_SLOT_HEAD + s.payload_bytes) for s in sizes.values())
+    if os.path.isdir(_SHM_DIR):
+        stats = os.statvfs(_SHM_DIR)
+        if stats.f_bavail * stats.f_frsize < needed:
+            free = stats.f_bavail * stats.f_frsize
+            raise OSError(f"{_SHM_DIR} has {free // 2**20} MiB free, the workers' tables need {needed // 2**20} MiB")
     tables: dict[str, SlotTable] = {}
     try:
-        for kind, size in TABLES.items():
+        for kind, size in sizes.items():
             tables[kind] = SlotTable.create(size)
     except BaseException:
         close_tables(tables)

@@ -46,7 +46,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, postgres_admin_dsn: str, re
         "KEFU_GUARDS__EMBEDDING_CLASSIFIER": "false",
     }
     try:
-        with serve_workers(settings, root) as running:
+        with serve_workers(settings, root, tables={"vectors"}) as running:  # the answer cache is in Redis
             yield running
     finally:
         asyncio.run(drop_database(postgres_admin_dsn, database))

@@ -28,7 +28,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "KEFU_UNDERSTANDING__LLM_FALLBACK": "false",
         "KEFU_GUARDS__EMBEDDING_CLASSIFIER": "false",
     }
-    with serve_workers(settings, root) as running:
+    with serve_workers(settings, root, tables={"vectors", "answers"}) as running:
         yield running
 
 

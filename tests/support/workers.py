@@ -58,11 +58,11 @@ class Server:
 
 
 @contextmanager
-def serve_workers(settings: Mapping[str, str], root: Path, workers: int = 2) -> Iterator[Server]:
+def serve_workers(settings: Mapping[str, str], root: Path, *, tables: set[str], workers: int = 2) -> Iterator[Server]:
     """`kefu serve` with `workers` processes and `settings` (KEFU_...), logging JSON to `root`/serve.log.
 
-    Checks on the way what the serving process shares with its workers: blocks of shared memory (query vectors,
-    answers) named to every worker, and removed when it exits.
+    Checks on the way what the serving process shares with its workers: a block of shared memory for each of
+    `tables` (`vectors`, `answers`), named to every worker and removed when it exits.
     """
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEFU_") and k != "PROMETHEUS_MULTIPROC_DIR"}
@@ -86,8 +86,10 @@ def serve_workers(settings: Mapping[str, str], root: Path, workers: int = 2) -> 
         assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
         named = {_environ(pid).get("KEFU_WORKER_MEMORY") for pid in started}
         assert len(named) == 1 and None not in named, named
-        blocks = [Path("/dev/shm") / part.split("=", 1)[1] for part in str(named.pop()).split(",")]
-        assert len(blocks) == 2 and all(block.exists() for block in blocks), blocks
+        kinds = dict(part.split("=", 1) for part in str(named.pop()).split(","))
+        assert set(kinds) == tables, kinds
+        blocks = [Path("/dev/shm") / name for name in kinds.values()]
+        assert all(block.exists() for block in blocks), blocks
         yield server
     finally:
         process.terminate()

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from kefu import worker_memory
 from kefu.worker_memory import ENV, SlotTable, TableSize, attach, close_tables, create_tables, environment
 from tests.support.worker_memory import tear_one_slot
 
@@ -88,3 +89,11 @@ def test_a_block_that_is_not_a_table_is_refused(table: SlotTable) -> None:
     finally:
         stranger.close()
         stranger.unlink()
+
+
+def test_tables_the_machine_cannot_hold_are_refused_before_any_is_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A block beyond the free shared memory would fail only when written, killing the worker: refused up front
+    (`kefu serve` then warns and its workers work on their own)."""
+    monkeypatch.setattr(worker_memory, "TABLES", {"vectors": TableSize(slots=2**40, payload_bytes=4096)})
+    with pytest.raises(OSError, match="MiB free, the workers' tables need"):
+        create_tables()

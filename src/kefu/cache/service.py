@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from prometheus_client import CollectorRegistry
 from redis.exceptions import RedisError
@@ -141,14 +141,22 @@ class AnswerCache:
             return default
 
 
-def build_answer_cache(settings: Settings, registry: CollectorRegistry | None = None) -> AnswerCache | None:
-    """The configured answer cache (None when `answer_cache.enabled` is off); `registry`: where its metrics go."""
+def cache_backend(settings: Settings) -> Literal["memory", "redis"] | None:
+    """Where the answer cache lives (`auto` resolved), or None when it is off."""
     options = settings.answer_cache
     if not options.enabled or not (options.exact or options.semantic):
         return None
-    backend = options.backend
-    if backend == "auto":
-        backend = "redis" if settings.redis_url else "memory"
+    if options.backend == "auto":
+        return "redis" if settings.redis_url else "memory"
+    return options.backend
+
+
+def build_answer_cache(settings: Settings, registry: CollectorRegistry | None = None) -> AnswerCache | None:
+    """The configured answer cache (None when `answer_cache.enabled` is off); `registry`: where its metrics go."""
+    options = settings.answer_cache
+    backend = cache_backend(settings)
+    if backend is None:
+        return None
     metrics = AnswerCacheMetrics(registry) if registry is not None else None
     limits = Limits(max_entries=options.max_entries, max_bytes=options.max_bytes, ttl_s=float(options.ttl_s))
     on_evict: Callable[[str, int], None] | None = metrics.evicted if metrics is not None else None

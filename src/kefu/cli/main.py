@@ -68,11 +68,17 @@ def _serve(settings: Settings, workers: int) -> None:
 
             # Every worker records into one directory, so /metrics (answered by any of them) adds up all workers.
             prepare_multiprocess_dir(settings.data_dir / "prometheus-multiproc")
+        from kefu.cache.service import cache_backend
         from kefu.worker_memory import ENV, close_tables, create_tables, environment
 
         # What one worker computed (query vectors, cached answers) serves the others: shared memory, removed when
-        # this process exits.
-        tables = create_tables()
+        # this process exits. Answers only for the in-process cache (Redis shares them otherwise).
+        kinds = ["vectors", *(["answers"] if cache_backend(settings) == "memory" else [])]
+        try:
+            tables = create_tables(kinds)
+        except OSError as exc:
+            typer.secho(f"warning: workers share no memory, each works on its own: {exc}", fg="yellow", err=True)
+            tables = {}
         os.environ[ENV] = environment(tables)
         try:
             # Each worker builds its own app from the environment; settings were validated above.
