@@ -114,17 +114,27 @@ def compare(
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def source_trees_parser(description: str | None) -> argparse.ArgumentParser:
+    """The command line of an A/B of two kefu source trees: `src_a`, `src_b`, and `--env` settings for both."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("src_a", type=Path, help="kefu source tree A (its src/ directory)")
     parser.add_argument("src_b", type=Path, help="kefu source tree B (its src/ directory)")
-    parser.add_argument("--rounds", type=int, default=600, help="measured rounds (default 600)")
     parser.add_argument(
         "--env", action="append", default=[], metavar="NAME=VALUE", help="a KEFU_* setting for both servers"
     )
+    return parser
+
+
+def settings_of(args: argparse.Namespace) -> dict[str, str]:
+    """The `--env` settings given."""
+    return dict(item.split("=", 1) for item in args.env)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = source_trees_parser(__doc__)
+    parser.add_argument("--rounds", type=int, default=600, help="measured rounds (default 600)")
     args = parser.parse_args(argv)
-    env = dict(item.split("=", 1) for item in args.env)
-    print(compare(args.src_a.resolve(), args.src_b.resolve(), rounds=args.rounds, env=env))
+    print(compare(args.src_a.resolve(), args.src_b.resolve(), rounds=args.rounds, env=settings_of(args)))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from bench.harness import (
     ServerProcess,
     Target,
     free_port,
+    kefu_process,
     md_table,
     percentile,
     progress,
@@ -311,10 +312,8 @@ def _run(
             env["KEFU_UNDERSTANDING__LLM_FALLBACK"] = "false"  # the baseline must not wait for the stub model
             env.update(variant.env)
             servers[variant.key] = stack.enter_context(
-                server_process(
-                    ["-m", "kefu", "serve"],
+                kefu_process(
                     port=port,
-                    ready_path="/readyz",
                     log_path=options.work_dir / f"cache-{variant.key}.log",
                     env=env,
                     startup_timeout_s=300,

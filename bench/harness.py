@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -295,6 +295,21 @@ def server_process(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=15)
+
+
+def kefu_process(
+    *, port: int, log_path: Path, env: Mapping[str, str], startup_timeout_s: float = 300.0
+) -> AbstractContextManager[ServerProcess]:
+    """`kefu serve` (as `python -m kefu serve`) with `env`, ready once `/readyz` answers; a cold data dir takes minutes
+    (the intent classifier trains, the shop's knowledge is indexed), hence the long default wait."""
+    return server_process(
+        ["-m", "kefu", "serve"],
+        port=port,
+        ready_path="/readyz",
+        log_path=log_path,
+        env=env,
+        startup_timeout_s=startup_timeout_s,
+    )
 
 
 def bundled_embedder() -> Any:

@@ -55,6 +55,7 @@ from bench.harness import (
     ServerProcess,
     Target,
     free_port,
+    kefu_process,
     md_table,
     percentile,
     process_cpu_seconds,
@@ -370,10 +371,8 @@ def _prepare_data_dir(plan: LoadTestPlan, work_dir: Path, stub: ServerProcess, s
     data_dir, port = work_dir / "kefu-prepared", free_port()
     env = _env(plan, data_dir, port, stub, shop)
     env["KEFU_KNOWLEDGE__SOURCE_DIR"] = str(DEMO_SHOP / "knowledge")
-    with server_process(
-        ["-m", "kefu", "serve"],
+    with kefu_process(
         port=port,
-        ready_path="/readyz",
         log_path=work_dir / "kefu-prepare.log",
         env=env,
         startup_timeout_s=600,  # indexes the knowledge and trains the intent classifier on a cold data dir
@@ -414,10 +413,8 @@ def _kefu(
     shutil.copytree(prepared, data_dir)
     env = _env(plan, data_dir, port, stub, shop)
     env["KEFU_SERVER__WORKERS"] = str(workers)
-    with server_process(
-        ["-m", "kefu", "serve"],
+    with kefu_process(
         port=port,
-        ready_path="/readyz",
         log_path=work_dir / f"kefu-{workers}w.log",
         env=env,
         startup_timeout_s=300,

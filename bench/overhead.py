@@ -30,6 +30,7 @@ from bench.harness import (
     ServerProcess,
     Target,
     free_port,
+    kefu_process,
     md_table,
     percentile,
     process_cpu_seconds,
@@ -351,10 +352,8 @@ def serve_kefu(
     kefu_env = _kefu_env(data_dir, stub.base_url, port, shop_dir, kefu_src)
     kefu_env.update(_load_test_settings(fields))
     kefu_env.update(env)
-    with server_process(
-        ["-m", "kefu", "serve"],
+    with kefu_process(
         port=port,
-        ready_path="/readyz",
         log_path=data_dir.with_name(f"{data_dir.name}.log"),
         env=kefu_env,
         startup_timeout_s=300,  # loads models and indexes the shop's knowledge on a cold data dir

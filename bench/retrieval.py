@@ -36,10 +36,10 @@ from bench.harness import (
     bundled_embedder,
     bundled_label,
     free_port,
+    kefu_process,
     md_table,
     percentile,
     progress,
-    server_process,
     verdict,
 )
 
@@ -318,10 +318,8 @@ def _curated_turns(options: BenchOptions, paraphrases: list[str], turns: int) ->
     sent: dict[str, list[tuple[str, float, float]]] = {}
     progress("retrieval: starting kefu serve on the demo data dir (first start trains the intent classifier)")
     started = time.perf_counter()
-    with server_process(
-        ["-m", "kefu", "serve"],
+    with kefu_process(
         port=port,
-        ready_path="/readyz",
         log_path=options.work_dir / "kefu-curated.log",
         env=env,
         startup_timeout_s=300,

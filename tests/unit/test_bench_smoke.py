@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import sys
 import types
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from bench import ab, overhead, run
+from bench import ab, ab_load, loadtest, overhead, run
 from bench.harness import BenchOptions, SectionResult, Target
 
 # One kefu variant, the one that starts fastest (no embedding model to load): this is a smoke test.
@@ -106,3 +107,26 @@ def test_interleaved_ab_reports_both_sides_by_number_of_model_calls() -> None:
     assert [line.split(" ", 1)[0] for line in lines[1:]] == ["A", "B"]
     # Without understanding every turn goes to the knowledge stage and the model: one call each, on both sides.
     assert all("1 call(s): 4 turns" in line for line in lines[1:]), report
+
+
+def test_side_by_side_capacity_ab_reports_every_pair_and_the_medians(tmp_path: Path) -> None:
+    src = Path(__file__).resolve().parents[2] / "src"
+    tiny = replace(
+        loadtest.QUICK,
+        workers=(1,),
+        warmup_turns=6,
+        turns=20,
+        pair_duration_s=2.0,
+        concurrency=4,
+        kefu_env=(
+            ("KEFU_UNDERSTANDING__EMBEDDER", "hashing"),
+            ("KEFU_KNOWLEDGE__EMBEDDING__BACKEND", "hashing"),
+            ("KEFU_GUARDS__EMBEDDING_CLASSIFIER", "false"),
+        ),
+    )
+    pairs = ab_load.compare(src, src, tiny, pairs=2)
+    assert len(pairs) == 2
+    assert all(run.turns_per_s > 0 and run.cpu_ms_per_turn > 0 and run.cores > 0 for pair in pairs for run in pair)
+    lines = ab_load.report(pairs).splitlines()
+    assert [line.split(" | ", 1)[0] for line in lines[1:3]] == ["1", "2"]
+    assert lines[-1].startswith("median B/A: turns/s ")
