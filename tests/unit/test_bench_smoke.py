@@ -116,7 +116,7 @@ def test_side_by_side_capacity_ab_reports_every_pair_and_the_medians(tmp_path: P
         workers=(1,),
         warmup_turns=6,
         turns=20,
-        pair_duration_s=2.0,
+        pair_duration_s=1.0,
         concurrency=4,
         kefu_env=(
             ("KEFU_UNDERSTANDING__EMBEDDER", "hashing"),
