@@ -17,6 +17,7 @@ from pydantic_settings import (
 
 from kefu.errors import ConfigError
 from kefu.llm.types import LLMRole
+from kefu.worker_memory import ENV as WORKER_MEMORY_ENV
 
 BackendKind = Literal["embedded", "openai", "testing"]
 
@@ -518,7 +519,7 @@ def mask_url(url: str) -> str:
     return f"{scheme}://{user}:***@{host}"
 
 
-_NON_SETTING_VARS = {"KEFU_CONFIG", "KEFU_TEST_POSTGRES", "KEFU_WORKER_MEMORY"}
+_NON_SETTING_VARS = {"KEFU_CONFIG", "KEFU_TEST_POSTGRES", WORKER_MEMORY_ENV}
 
 
 def _unknown_env_keys() -> list[str]:

@@ -38,6 +38,11 @@ class TableSize:
     slots: int
     payload_bytes: int
 
+    @property
+    def block_bytes(self) -> int:
+        """The shared memory a table of this size takes: its header, then its slots."""
+        return _HEADER.size + self.slots * (_SLOT_HEAD + self.payload_bytes)
+
 
 TABLES = {
     "vectors": TableSize(slots=8192, payload_bytes=4 * 384),
@@ -81,9 +86,7 @@ class SlotTable:
     @classmethod
     def create(cls, size: TableSize) -> SlotTable:
         """A new, empty table; its creator removes it on `close`."""
-        block = shared_memory.SharedMemory(
-            create=True, size=_HEADER.size + size.slots * (_SLOT_HEAD + size.payload_bytes)
-        )
+        block = shared_memory.SharedMemory(create=True, size=size.block_bytes)
         if block.buf is not None:
             _HEADER.pack_into(block.buf, 0, _MAGIC, size.slots, size.payload_bytes)
         return cls(block, owner=True)
@@ -149,7 +152,7 @@ def create_tables(kinds: Iterable[str] | None = None) -> dict[str, SlotTable]:
     space is checked first, because a block created beyond it fails only when written, and then kills the worker.
     """
     sizes = {kind: TABLES[kind] for kind in (TABLES if kinds is None else kinds)}
-    needed = sum(_HEADER.size + s.slots * (_SLOT_HEAD + s.payload_bytes) for s in sizes.values())
+    needed = sum(size.block_bytes for size in sizes.values())
     if os.path.isdir(_SHM_DIR):
         stats = os.statvfs(_SHM_DIR)
         if stats.f_bavail * stats.f_frsize < needed:

@@ -21,6 +21,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection
 
+from kefu.worker_memory import ENV
 from tests.support.live_server import free_port
 
 
@@ -84,7 +85,7 @@ def serve_workers(settings: Mapping[str, str], root: Path, *, tables: set[str], 
             time.sleep(0.2)
             started = {int(line["pid"]) for line in server.lines() if "startup complete" in line["message"]}
         assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
-        named = {_environ(pid).get("KEFU_WORKER_MEMORY") for pid in started}
+        named = {_environ(pid).get(ENV) for pid in started}
         assert len(named) == 1 and None not in named, named
         kinds = dict(part.split("=", 1) for part in str(named.pop()).split(","))
         assert set(kinds) == tables, kinds

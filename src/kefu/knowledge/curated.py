@@ -76,13 +76,12 @@ class CuratedAnswers:
 
     def best(self, question: str, vector: Vector, *, tenant_id: str, lang: str | None) -> CuratedMatch | None:
         """The closest entry of this tenant in the customer's language (any language if it has none)."""
-        if self._allowed_rows(tenant_id, lang) is None:
-            return None
         return self._best(question, np.asarray(vector, dtype=np.float32).tobytes(), tenant_id, lang)
 
-    def _closest(self, question: str, vector_bytes: bytes, tenant_id: str, lang: str | None) -> CuratedMatch:
+    def _closest(self, question: str, vector_bytes: bytes, tenant_id: str, lang: str | None) -> CuratedMatch | None:
         allowed = self._allowed_rows(tenant_id, lang)
-        assert allowed is not None
+        if allowed is None:
+            return None
         scores = self._matrix @ np.frombuffer(vector_bytes, dtype=np.float32)
         per_row = np.full(len(self.rows), -1.0, dtype=np.float32)
         if len(scores):
