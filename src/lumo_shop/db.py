@@ -94,7 +94,7 @@ class Write(Base):
 
 
 def open_engine(db_path: Path) -> Engine:
-    """An engine on the SQLite file (created with its directory if missing), usable from worker threads."""
+    """An engine on the SQLite file (created with its directory if missing) in WAL mode, usable from worker threads."""
     db_path.parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(f"sqlite:///{db_path}", connect_args={"check_same_thread": False})
 
@@ -102,6 +102,7 @@ def open_engine(db_path: Path) -> Engine:
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA busy_timeout = 5000")
+        cursor.execute("PRAGMA journal_mode = WAL")  # readers (on the event loop, see app.py) never wait for a writer
         cursor.close()
 
     Base.metadata.create_all(engine)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -230,6 +231,26 @@ async def test_logistics_of_an_order_and_by_tracking_number(shop: httpx.AsyncCli
     assert parcel["order_id"] == IN_WINDOW
     assert parcel["events"] == shipments[0]["events"]
     assert (await get(shop, f"/orders/{PROCESSING}/logistics"))["shipments"] == []
+
+
+async def test_reads_answer_while_a_writer_holds_the_database(seeded_db: Path, tmp_path: Path) -> None:
+    """Reads run on the server's event loop: in WAL mode a write transaction in progress never makes them wait."""
+    db = tmp_path / "shop.db"
+    shutil.copy(seeded_db, db)
+    async for client in _client(db):
+        writer = sqlite3.connect(db, timeout=0)
+        try:
+            writer.execute("BEGIN EXCLUSIVE")
+            writer.execute("UPDATE orders SET status = status")
+            order = await client.get(f"/orders/{IN_WINDOW}", headers=AUTH)
+            verified = await client.post(
+                "/identity/verify", json={"order_id": IN_WINDOW, "phone": "13156780827"}, headers=AUTH
+            )
+        finally:
+            writer.rollback()
+            writer.close()
+    assert order.status_code == 200 and order.json()["order_id"] == IN_WINDOW
+    assert verified.status_code == 200 and verified.json()["verified"] is True
 
 
 async def test_refund_status_of_a_received_return(shop: httpx.AsyncClient) -> None:
