@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import JSON, Engine, ForeignKey, Integer, String, UniqueConstraint, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.pool import StaticPool
 
 
 class Base(DeclarativeBase):
@@ -106,6 +107,21 @@ def open_engine(db_path: Path) -> Engine:
         cursor.close()
 
     Base.metadata.create_all(engine)
+    return engine
+
+
+def open_reader(db_path: Path) -> Engine:
+    """One read-only connection to the file (opened by `open_engine`) for the reads that run on the event loop, one at
+    a time: they never wait for a connection of the writers' pool, which the thread pool's writes may all hold."""
+    engine = create_engine(f"sqlite:///{db_path}", connect_args={"check_same_thread": False}, poolclass=StaticPool)
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA query_only = ON")
+        cursor.execute("PRAGMA busy_timeout = 1000")  # in WAL mode only a checkpoint's reset can keep a reader waiting
+        cursor.close()
+
     return engine
 
 

@@ -253,6 +253,25 @@ async def test_reads_answer_while_a_writer_holds_the_database(seeded_db: Path, t
     assert verified.status_code == 200 and verified.json()["verified"] is True
 
 
+async def test_reads_do_not_wait_for_the_writers_connections(seeded_db: Path, tmp_path: Path) -> None:
+    """The event loop's reads have a connection of their own: writes holding every pooled connection don't stop them."""
+    db = tmp_path / "shop.db"
+    shutil.copy(seeded_db, db)
+    app = create_app(db, DEMO_SHOP, token=TOKEN)
+    engine = app.state.engine
+    engine.pool._timeout = 0.5  # a read that did wait for the pool would fail fast instead of after 30 s
+    async with app.router.lifespan_context(app):
+        held = [engine.connect() for _ in range(engine.pool.size() + engine.pool._max_overflow)]
+        try:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://shop") as client:
+                order = await client.get(f"/orders/{IN_WINDOW}", headers=AUTH)
+        finally:
+            for conn in held:
+                conn.close()
+    assert order.status_code == 200 and order.json()["order_id"] == IN_WINDOW
+
+
 async def test_refund_status_of_a_received_return(shop: httpx.AsyncClient) -> None:
     refund = await get(shop, "/orders/LM26110246/refund")  # returned, received 2026-11-20T10:29:46
     assert refund["refund"] is None
