@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -80,11 +80,17 @@ class RecentQueries:
         vector = self.shared.get(self._shared_key(key))
         if vector is not None:
             with self._lock:
-                self._recent[key] = vector
+                self._remember([(key, vector)])
                 self.shared_hits += 1
-                while len(self._recent) > self.size:
-                    self._recent.popitem(last=False)
         return vector
+
+    def _remember(self, pairs: Iterable[tuple[bytes, np.ndarray]]) -> None:
+        """Keep these vectors as the most recent, forgetting the oldest beyond `size`; call it holding `_lock`."""
+        for key, vector in pairs:
+            self._recent[key] = vector
+            self._recent.move_to_end(key)
+        while len(self._recent) > self.size:
+            self._recent.popitem(last=False)
 
     def embed_queries(self, texts: Sequence[str]) -> Vectors:
         if not texts:
@@ -106,16 +112,13 @@ class RecentQueries:
         unique = {k: t for k, t in zip(keys, texts, strict=True) if k not in found}
         if unique:
             vectors = self.inner.embed_queries(list(unique.values()))
+            computed = list(zip(unique, vectors, strict=True))
             if self.shared is not None:
-                for key, vector in zip(unique, vectors, strict=True):
+                for key, vector in computed:
                     self.shared.put(self._shared_key(key), vector)
+            found.update(computed)
             with self._lock:
-                for key, vector in zip(unique, vectors, strict=True):
-                    found[key] = vector
-                    self._recent[key] = vector
-                    self._recent.move_to_end(key)
-                while len(self._recent) > self.size:
-                    self._recent.popitem(last=False)
+                self._remember(computed)
         with self._lock:
             self.hits += len(keys) - len(unique)
             self.misses += len(unique)
